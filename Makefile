@@ -1,0 +1,33 @@
+# One-command entry points. `make setup` then `make test`; `make run` reproduces the pipeline.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export BENTOML_DO_NOT_TRACK := True
+export DO_NOT_TRACK := 1
+
+.PHONY: setup system-deps venv test test-slow test-all run bench clean
+
+setup: system-deps venv  ## system packages + pinned Python environments
+
+system-deps:  ## ffmpeg, prometheus/promtool, chromium (Debian/Ubuntu; skipped when present)
+	@bash scripts/install_system_deps.sh
+
+venv:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-dev.txt
+	$(BIN)/pip install -q --no-deps -e .
+
+test:  ## fast suite (< 15 min on 2 cores)
+	$(BIN)/python -m pytest -m "not slow" -q
+
+test-slow:  ## real-system tests: full dvc repro, kfp local run, bentoml serve, prometheus, browser
+	$(BIN)/python -m pytest -m slow -q
+
+test-all: test test-slow
+
+run:  ## the whole pipeline on the synthetic default
+	PATH=$(abspath $(BIN)):$$PATH dvc repro
+
+clean:
+	rm -rf data models dvclive reports

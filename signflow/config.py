@@ -1,0 +1,339 @@
+"""One typed, validated view of ``params.yaml``.
+
+Every knob of every stage lives in ``params.yaml``; this module is its schema.
+Unknown keys, wrong types and out-of-range values fail with a message that names
+the key (``extract.seq_len``) and what is allowed, before any work starts.
+Each stage reads its own section(s) through :func:`load_params`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_PARAMS_PATH = Path("params.yaml")
+
+
+class ParamsError(ValueError):
+    """A params.yaml problem, phrased for the person who edits the file."""
+
+
+class StrictModel(BaseModel):
+    """Base for all sections: unknown keys are errors, assignments re-validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+# --------------------------------------------------------------------------- data (download)
+
+
+class SyntheticSourceParams(StrictModel):
+    """A generated ISLR-like set: each gloss is a *motion*, each signer a look."""
+
+    num_glosses: int = Field(10, ge=2, le=500)
+    signers: int = Field(6, ge=1, le=200)
+    repetitions: int = Field(3, ge=1, le=50)
+    frames: int = Field(32, ge=8, le=600, description="nominal frames of the sign itself")
+    lead_frames: int = Field(4, ge=0, le=100, description="rest frames before/after the sign")
+    width: int = Field(128, ge=32, le=1920)
+    height: int = Field(96, ge=32, le=1080)
+    fps: float = Field(25.0, gt=0, le=120)
+    noise: float = Field(0.03, ge=0.0, le=0.5, description="pixel noise std as a fraction of 255")
+
+
+class WlaslSourceParams(StrictModel):
+    """The real WLASL index (``WLASL_v0.3.json``) and its videos over HTTP(S)."""
+
+    index: str = Field("data/WLASL_v0.3.json", description="local path or http(s) URL")
+    subset: int | None = Field(100, ge=1, description="first K glosses (100/300/1000/2000); null = all")
+    subset_file: str | None = Field(None, description="official nslt_K.json; overrides subset")
+    max_videos: int | None = Field(None, ge=1, description="cap for smoke runs")
+    concurrency: int = Field(8, ge=1, le=128)
+    per_host_concurrency: int = Field(2, ge=1, le=32)
+    timeout_s: float = Field(30.0, gt=0)
+    retries: int = Field(3, ge=0, le=20)
+    backoff_s: float = Field(1.0, ge=0)
+    max_bytes: int = Field(500 * 1024**2, ge=1024, description="larger downloads are refused")
+    youtube: bool = Field(True, description="fetch YouTube entries with yt-dlp when installed")
+    user_agent: str = "signflow/0.1 (sign-language research; +https://github.com/signflow)"
+
+
+class LocalSourceParams(StrictModel):
+    """An existing folder or archive (zip/tar) on disk."""
+
+    path: str | None = Field(None, description="folder or .zip/.tar(.gz) archive")
+    layout: Literal["auto", "gloss_folders", "wlasl", "lsa64"] = "auto"
+    index: str | None = Field(None, description="WLASL index for the 'wlasl' layout")
+    max_archive_bytes: int = Field(64 * 1024**3, ge=1, description="uncompressed size limit")
+
+
+class DataParams(StrictModel):
+    source: Literal["synthetic", "wlasl", "local"] = "synthetic"
+    seed: int = 0
+    synthetic: SyntheticSourceParams = SyntheticSourceParams()
+    wlasl: WlaslSourceParams = WlaslSourceParams()
+    local: LocalSourceParams = LocalSourceParams()
+
+    @model_validator(mode="after")
+    def _local_needs_path(self) -> DataParams:
+        if self.source == "local" and not self.local.path:
+            raise ValueError("data.local.path is required when data.source is 'local'")
+        return self
+
+
+# --------------------------------------------------------------------------- split / crop / extract
+
+
+class SplitParams(StrictModel):
+    strategy: Literal["official", "random", "signer"] = "official"
+    nslt_file: str | None = Field(None, description="official nslt_K.json for strategy 'official'")
+    val_fraction: float = Field(0.15, ge=0.0, lt=1.0)
+    test_fraction: float = Field(0.15, ge=0.0, lt=1.0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _fractions(self) -> SplitParams:
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError(
+                "split.val_fraction + split.test_fraction must be < 1 "
+                f"(got {self.val_fraction} + {self.test_fraction})"
+            )
+        return self
+
+
+class CropParams(StrictModel):
+    use_bbox: bool = Field(True, description="crop to the index bbox; full frame when false/absent")
+    margin: float = Field(0.1, ge=0.0, le=2.0, description="bbox margin, fraction of its size")
+    square: bool = Field(True, description="grow the box to a square (no aspect distortion)")
+
+
+class ExtractParams(StrictModel):
+    seq_len: int = Field(16, ge=1, le=512, description="frames the model sees per clip")
+    stored_frames: int = Field(32, ge=1, le=1024, description="frames kept per clip (>= seq_len)")
+    frame_size: int = Field(64, ge=16, le=512, description="square side in pixels")
+    shard_mb: int = Field(512, ge=1, le=16384, description="target shard file size")
+    num_workers: int = Field(2, ge=1, le=256)
+
+    @model_validator(mode="after")
+    def _stored_covers_seq(self) -> ExtractParams:
+        if self.stored_frames < self.seq_len:
+            raise ValueError(
+                f"extract.stored_frames ({self.stored_frames}) must be >= extract.seq_len ({self.seq_len})"
+            )
+        return self
+
+
+# --------------------------------------------------------------------------- model / train / evaluate
+
+Arch = Literal["cnn_lstm", "r3d_18", "r2plus1d_18", "landmark_lstm", "landmark_gcn"]
+
+
+class CnnLstmParams(StrictModel):
+    backbone: Literal["small_cnn", "mobilenet_v2"] = "small_cnn"
+    freeze: Literal["none", "all", "last_n"] = Field("none", description="last_n: train only the last N blocks")
+    trainable_blocks: int = Field(2, ge=0, le=50)
+    hidden: int = Field(128, ge=4, le=4096)
+    layers: int = Field(1, ge=1, le=8)
+    bidirectional: bool = True
+    pooling: Literal["last", "mean", "attention"] = "attention"
+
+
+class LandmarkModelParams(StrictModel):
+    hidden: int = Field(128, ge=4, le=4096)
+    layers: int = Field(2, ge=1, le=8)
+    bidirectional: bool = True
+    pooling: Literal["last", "mean", "attention"] = "attention"
+    gcn_channels: int = Field(64, ge=4, le=1024)
+    gcn_blocks: int = Field(4, ge=1, le=16)
+    streams: list[Literal["joint", "bone"]] = ["joint", "bone"]
+
+
+class ModelParams(StrictModel):
+    arch: Arch = "cnn_lstm"
+    pretrained: bool = Field(False, description="load ImageNet/Kinetics weights (offline cache or weights_path)")
+    weights_path: str | None = Field(None, description="explicit backbone weights file")
+    dropout: float = Field(0.3, ge=0.0, lt=1.0)
+    cnn_lstm: CnnLstmParams = CnnLstmParams()
+    landmark: LandmarkModelParams = LandmarkModelParams()
+
+
+class EarlyStoppingParams(StrictModel):
+    metric: Literal["val_loss", "val_top1", "val_top5"] = "val_top1"
+    patience: int | None = Field(None, ge=1, description="epochs without improvement; null = off")
+    restore_best: bool = True
+
+
+class AugmentParams(StrictModel):
+    random_resized_crop: bool = True
+    crop_scale_min: float = Field(0.8, gt=0.0, le=1.0)
+    hflip: bool = Field(False, description="off: mirroring swaps the dominant hand")
+    temporal_jitter: bool = True
+    speed_min: float = Field(0.8, gt=0.0, le=1.0)
+    speed_max: float = Field(1.2, ge=1.0, le=4.0)
+    color_jitter: float = Field(0.2, ge=0.0, le=1.0)
+
+
+class TrainParams(StrictModel):
+    seed: int = 0
+    epochs: int = Field(15, ge=1, le=10000)
+    batch_size: int = Field(16, ge=1, le=4096)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adamw"
+    lr: float = Field(3e-3, gt=0.0, le=10.0)
+    backbone_lr: float | None = Field(None, gt=0.0, le=10.0, description="null = same as lr")
+    weight_decay: float = Field(1e-4, ge=0.0, le=1.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    nesterov: bool = True
+    scheduler: Literal["none", "cosine_warm_restarts", "plateau", "one_cycle"] = "one_cycle"
+    warmup_epochs: int = Field(0, ge=0)
+    restart_epochs: int = Field(10, ge=1, description="cosine_warm_restarts T_0")
+    restart_mult: int = Field(1, ge=1, description="cosine_warm_restarts T_mult")
+    plateau_patience: int = Field(3, ge=0)
+    plateau_factor: float = Field(0.5, gt=0.0, lt=1.0)
+    grad_clip: float | None = Field(1.0, gt=0.0)
+    early_stopping: EarlyStoppingParams = EarlyStoppingParams()
+    loss: Literal["cross_entropy", "focal"] = "cross_entropy"
+    focal_gamma: float = Field(2.0, ge=0.0)
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    mixup_alpha: float = Field(0.0, ge=0.0, description="0 = off")
+    class_weights: bool = False
+    balanced_sampler: bool = False
+    augment: AugmentParams = AugmentParams()
+    amp: Literal["none", "fp16", "bf16"] = "none"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_workers: int = Field(0, ge=0, le=64)
+    feature_cache: bool = Field(True, description="cache frozen-backbone features (cnn_lstm, freeze: all)")
+
+
+class EvaluateParams(StrictModel):
+    splits: list[Literal["train", "val", "test"]] = ["test", "val"]
+    clips: int = Field(1, ge=1, le=32, description="test-time averaging over temporal clips")
+    top_k: list[int] = [1, 5, 10]
+    batch_size: int = Field(32, ge=1, le=4096)
+
+
+# --------------------------------------------------------------------------- package / serve / monitor
+
+
+class PackageParams(StrictModel):
+    model_name: str = Field("signflow-islr", pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    metric: str = Field("test_top1", description="key in metrics.json used to pick the winner")
+    mode: Literal["max", "min"] = "max"
+    candidates: list[str] = Field(default_factory=list, description="extra run folders to compare")
+
+
+class ServeParams(StrictModel):
+    max_upload_mb: float = Field(50.0, gt=0.0)
+    max_frames: int = Field(900, ge=1)
+    max_duration_s: float = Field(60.0, gt=0.0)
+    max_width: int = Field(1920, ge=16)
+    max_height: int = Field(1080, ge=16)
+    request_timeout_s: float = Field(30.0, gt=0.0)
+    top_k: int = Field(3, ge=1)
+    low_confidence: float = Field(0.5, ge=0.0, le=1.0)
+    max_batch_size: int = Field(16, ge=1)
+    max_latency_ms: int = Field(100, ge=1)
+    api_key_env: str | None = Field(None, description="env var holding the API key; null = no auth")
+
+
+class MonitoringParams(StrictModel):
+    latency_slo_p95_s: float = Field(0.5, gt=0.0)
+    error_rate_threshold: float = Field(0.05, gt=0.0, le=1.0)
+    low_confidence_rate_threshold: float = Field(0.3, gt=0.0, le=1.0)
+    drift_psi_threshold: float = Field(0.25, gt=0.0)
+    drift_window: int = Field(200, ge=10, description="recent predictions compared with evaluation")
+
+
+class LandmarksParams(StrictModel):
+    face: bool = Field(False, description="add a face-landmark subset")
+    model_complexity: int = Field(1, ge=0, le=2)
+    min_detection_confidence: float = Field(0.5, ge=0.0, le=1.0)
+    max_gap: int = Field(4, ge=0, description="interpolate missing-hand gaps up to this many frames")
+    mirror: bool = False
+    num_workers: int = Field(2, ge=1, le=256)
+    seq_len: int = Field(32, ge=2, le=1024)
+
+
+class Params(StrictModel):
+    """The whole of ``params.yaml``."""
+
+    data: DataParams = DataParams()
+    split: SplitParams = SplitParams()
+    crop: CropParams = CropParams()
+    extract: ExtractParams = ExtractParams()
+    landmarks: LandmarksParams = LandmarksParams()
+    model: ModelParams = ModelParams()
+    train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    package: PackageParams = PackageParams()
+    serve: ServeParams = ServeParams()
+    monitoring: MonitoringParams = MonitoringParams()
+
+
+def _format_errors(error: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid parameters:"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(root)"
+        if item["type"] == "extra_forbidden":
+            parent_model = _model_at(item["loc"][:-1])
+            allowed = ", ".join(sorted(parent_model.model_fields)) if parent_model else "?"
+            lines.append(f"  {key}: unknown key (allowed keys here: {allowed})")
+            continue
+        got = item.get("input")
+        shown = repr(got) if not isinstance(got, dict) else "{...}"
+        lines.append(f"  {key}: {item['msg']} (got {shown})")
+    return "\n".join(lines)
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = Params
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return None
+        model = field.annotation
+    return model
+
+
+def parse_params(raw: dict[str, Any] | None, source: str = "params") -> Params:
+    """Validate an already-loaded mapping; raise :class:`ParamsError` with readable lines."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as error:
+        raise ParamsError(_format_errors(error, source)) from None
+
+
+def load_params(path: str | os.PathLike[str] = DEFAULT_PARAMS_PATH) -> Params:
+    """Read and validate ``params.yaml`` (the whole file: a typo anywhere fails fast)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: params file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ParamsError(f"{path}: not valid YAML: {error}") from None
+    return parse_params(raw, str(path))
+
+
+def apply_overrides(params: Params, overrides: list[str]) -> Params:
+    """Apply ``key.path=value`` overrides (YAML-typed values), re-validating the result."""
+    raw = params.model_dump(mode="json")
+    for override in overrides:
+        if "=" not in override:
+            raise ParamsError(f"override {override!r}: expected key.path=value")
+        dotted, value_text = override.split("=", 1)
+        node = raw
+        keys = dotted.strip().split(".")
+        for key in keys[:-1]:
+            if not isinstance(node.get(key), dict):
+                raise ParamsError(f"override {override!r}: {key!r} is not a section")
+            node = node[key]
+        node[keys[-1]] = yaml.safe_load(value_text)
+    return parse_params(raw, "overrides")

@@ -1,0 +1,204 @@
+"""Video I/O on PyAV (FFmpeg's libraries): probe, decode, encode.
+
+One decoder for the whole project (extract, serving, landmarks, benchmarks), so a
+clip decodes to the same pixels everywhere. Frames are RGB ``uint8`` arrays of
+shape ``(H, W, 3)``; frame indices are 0-based here (WLASL's 1-based, inclusive
+``frame_start``/``frame_end`` are converted in :mod:`signflow.crop`).
+Every failure is a :class:`VideoError` with a short machine-readable ``reason``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from signflow import atomic
+
+log = logging.getLogger(__name__)
+
+# Reasons a video can be rejected; they end up in skipped lists and HTTP 4xx bodies.
+REASONS = ("missing", "empty", "not_video", "corrupt", "no_frames", "too_large", "unsupported_codec")
+
+
+class VideoError(Exception):
+    """A video that cannot be used, with a ``reason`` from :data:`REASONS`."""
+
+    def __init__(self, reason: str, detail: str):
+        assert reason in REASONS, reason
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    width: int
+    height: int
+    fps: float
+    num_frames: int  # container's count, or an estimate from the duration; 0 when unknown
+    duration_s: float
+    codec: str
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _open(path: str | os.PathLike[str]) -> av.container.InputContainer:
+    path = Path(path)
+    if not path.exists():
+        raise VideoError("missing", f"{path} does not exist")
+    if path.stat().st_size == 0:
+        raise VideoError("empty", f"{path} is a zero-byte file")
+    try:
+        container = av.open(str(path), mode="r", metadata_errors="ignore")
+    except av.error.InvalidDataError as error:
+        raise VideoError("not_video", f"{path.name}: not a readable video container ({error})") from None
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError) as error:
+        raise VideoError("corrupt", f"{path.name}: cannot open ({error})") from None
+    if not container.streams.video:
+        container.close()
+        raise VideoError("not_video", f"{path.name}: no video stream")
+    return container
+
+
+def probe(path: str | os.PathLike[str]) -> VideoInfo:
+    """Read stream metadata without decoding."""
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        codec = stream.codec_context.name if stream.codec_context else "unknown"
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        fps = float(rate) if rate else 0.0
+        duration_s = 0.0
+        if stream.duration is not None and stream.time_base is not None:
+            duration_s = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration_s = container.duration / av.time_base
+        num_frames = int(stream.frames or 0)
+        if num_frames == 0 and fps and duration_s:
+            num_frames = int(round(duration_s * fps))
+        width = int(stream.codec_context.width or 0)
+        height = int(stream.codec_context.height or 0)
+        if width <= 0 or height <= 0:
+            raise VideoError("corrupt", f"{Path(path).name}: video stream has no frame size")
+        return VideoInfo(width, height, fps, num_frames, duration_s, codec)
+    finally:
+        container.close()
+
+
+def iter_frames(
+    path: str | os.PathLike[str], start: int = 0, stop: int | None = None
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(index, rgb_frame)`` for frames ``start <= index < stop`` (0-based).
+
+    Decodes sequentially from the first frame (frame-accurate, unlike container
+    seeks, which land on key frames and disagree between demuxers). A decode
+    error after at least the requested frames were produced is ignored; one
+    before is a ``corrupt`` :class:`VideoError`.
+    """
+    if start < 0:
+        raise ValueError(f"start must be >= 0, got {start}")
+    container = _open(path)
+    index = -1
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        try:
+            for frame in container.decode(stream):
+                index += 1
+                if index < start:
+                    continue
+                if stop is not None and index >= stop:
+                    break
+                yield index, frame.to_ndarray(format="rgb24")
+        except (av.error.FFmpegError, ValueError) as error:
+            if index < start or stop is None or index + 1 < stop:
+                raise VideoError(
+                    "corrupt", f"{Path(path).name}: decoding failed after {index + 1} frames ({error})"
+                ) from None
+            log.debug("ignoring decode error past the requested range in %s: %s", path, error)
+    finally:
+        container.close()
+
+
+def read_frames(
+    path: str | os.PathLike[str], start: int = 0, stop: int | None = None, *, max_frames: int | None = None
+) -> np.ndarray:
+    """Decode frames ``[start, stop)`` into one ``(T, H, W, 3)`` uint8 array.
+
+    ``max_frames`` bounds memory for untrusted input (serving): more frames than
+    that is a ``too_large`` error rather than an out-of-memory kill.
+    """
+    frames: list[np.ndarray] = []
+    for _, frame in iter_frames(path, start, stop):
+        frames.append(frame)
+        if max_frames is not None and len(frames) > max_frames:
+            raise VideoError("too_large", f"{Path(path).name}: more than {max_frames} frames")
+    if not frames:
+        raise VideoError("no_frames", f"{Path(path).name}: no frames in range [{start}, {stop})")
+    return np.stack(frames)
+
+
+def write_video(
+    path: str | os.PathLike[str],
+    frames: Iterable[np.ndarray],
+    fps: float,
+    *,
+    codec: str = "libx264",
+    crf: int = 18,
+    lossless: bool = False,
+) -> int:
+    """Encode RGB frames to ``path`` atomically; returns the number of frames written.
+
+    ``lossless=True`` uses ``libx264rgb`` at crf 0, so decoding gives back the
+    exact pixels (test fixtures assert on them, as pytorchvideo's do).
+    """
+    rate = Fraction(fps).limit_denominator(1001)
+    suffix = Path(path).suffix or ".mp4"
+    count = 0
+    with atomic.atomic_path(path) as tmp:
+        container = av.open(str(tmp), mode="w", format=_format_for(suffix))
+        try:
+            stream = None
+            for frame_array in frames:
+                frame_array = np.ascontiguousarray(frame_array, dtype=np.uint8)
+                if stream is None:
+                    height, width = frame_array.shape[:2]
+                    if lossless:
+                        stream = container.add_stream("libx264rgb", rate=rate)
+                        stream.pix_fmt = "rgb24"
+                        stream.options = {"crf": "0", "preset": "ultrafast"}
+                    else:
+                        stream = container.add_stream(codec, rate=rate)
+                        stream.pix_fmt = "yuv420p"
+                        if codec in ("libx264", "libx265"):
+                            stream.options = {"crf": str(crf), "preset": "veryfast"}
+                    # yuv420p needs even sizes; rgb24 does not.
+                    stream.width = width if lossless else width - width % 2
+                    stream.height = height if lossless else height - height % 2
+                if not lossless:
+                    frame_array = frame_array[: stream.height, : stream.width]
+                video_frame = av.VideoFrame.from_ndarray(frame_array, format="rgb24")
+                for packet in stream.encode(video_frame):
+                    container.mux(packet)
+                count += 1
+            if stream is None:
+                raise ValueError("write_video: no frames given")
+            for packet in stream.encode():
+                container.mux(packet)
+        finally:
+            container.close()
+    return count
+
+
+def _format_for(suffix: str) -> str:
+    return {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".avi": "avi", ".webm": "webm", ".mkv": "matroska"}.get(
+        suffix.lower(), "mp4"
+    )
