@@ -32,6 +32,12 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _current_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike[str], *, is_dir: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it onto ``target`` on success.
@@ -56,6 +62,8 @@ def atomic_path(target: str | os.PathLike[str], *, is_dir: bool = False) -> Iter
                     shutil.rmtree(target)
                 else:
                     target.unlink()
+            # mkdtemp creates 0700 folders; outputs should honour the umask like mkdir() does.
+            os.chmod(tmp, 0o777 & ~_current_umask())
             os.replace(tmp, target)
         else:
             with open(tmp, "rb+") as handle:
@@ -64,9 +72,7 @@ def atomic_path(target: str | os.PathLike[str], *, is_dir: bool = False) -> Iter
                 shutil.rmtree(target)
             os.replace(tmp, target)
             # mkstemp creates 0600 files; outputs should honour the umask like open() does.
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(target, 0o666 & ~umask)
+            os.chmod(target, 0o666 & ~_current_umask())
         _fsync_dir(target.parent)
     except BaseException:
         if tmp.is_dir():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -34,7 +34,7 @@ class StrictModel(BaseModel):
 class SyntheticSourceParams(StrictModel):
     """A generated ISLR-like set: each gloss is a *motion*, each signer a look."""
 
-    num_glosses: int = Field(10, ge=2, le=500)
+    num_glosses: int = Field(10, ge=2, le=48, description="distinct synthetic motions (48 exist)")
     signers: int = Field(6, ge=1, le=200)
     repetitions: int = Field(3, ge=1, le=50)
     frames: int = Field(32, ge=8, le=600, description="nominal frames of the sign itself")
@@ -43,6 +43,7 @@ class SyntheticSourceParams(StrictModel):
     height: int = Field(96, ge=32, le=1080)
     fps: float = Field(25.0, gt=0, le=120)
     noise: float = Field(0.03, ge=0.0, le=0.5, description="pixel noise std as a fraction of 255")
+    num_workers: int = Field(2, ge=1, le=256, description="processes rendering/encoding clips (same bytes)")
 
 
 class WlaslSourceParams(StrictModel):
@@ -91,8 +92,9 @@ class DataParams(StrictModel):
 class SplitParams(StrictModel):
     strategy: Literal["official", "random", "signer"] = "official"
     nslt_file: str | None = Field(None, description="official nslt_K.json for strategy 'official'")
-    val_fraction: float = Field(0.15, ge=0.0, lt=1.0)
-    test_fraction: float = Field(0.15, ge=0.0, lt=1.0)
+    # > 0: every split must be non-empty (later stages need train, val and test).
+    val_fraction: float = Field(0.15, gt=0.0, lt=1.0, description="random/signer: share of videos in val")
+    test_fraction: float = Field(0.15, gt=0.0, lt=1.0, description="random/signer: share of videos in test")
     seed: int = 0
 
     @model_validator(mode="after")
@@ -112,11 +114,16 @@ class CropParams(StrictModel):
 
 
 class ExtractParams(StrictModel):
+    representation: Literal["rgb", "landmarks"] = Field(
+        "rgb", description="rgb: cropped frames; landmarks: MediaPipe Holistic keypoints (landmarks section)"
+    )
     seq_len: int = Field(16, ge=1, le=512, description="frames the model sees per clip")
     stored_frames: int = Field(32, ge=1, le=1024, description="frames kept per clip (>= seq_len)")
     frame_size: int = Field(64, ge=16, le=512, description="square side in pixels")
+    min_frames: int = Field(4, ge=1, le=1024, description="clips with fewer decoded frames are skipped (too_short)")
     shard_mb: int = Field(512, ge=1, le=16384, description="target shard file size")
-    num_workers: int = Field(2, ge=1, le=256)
+    num_workers: int = Field(2, ge=1, le=256, description="decode processes")
+    chunk_size: int = Field(4, ge=1, le=1024, description="videos per worker task (amortises IPC)")
 
     @model_validator(mode="after")
     def _stored_covers_seq(self) -> ExtractParams:
@@ -209,10 +216,19 @@ class TrainParams(StrictModel):
 
 
 class EvaluateParams(StrictModel):
-    splits: list[Literal["train", "val", "test"]] = ["test", "val"]
+    splits: list[Literal["train", "val", "test"]] = Field(
+        ["test", "val"], min_length=1, description="the first one gets the confusion plot and drift reference"
+    )
     clips: int = Field(1, ge=1, le=32, description="test-time averaging over temporal clips")
-    top_k: list[int] = [1, 5, 10]
+    top_k: list[Annotated[int, Field(ge=1)]] = Field([1, 5, 10], min_length=1)
     batch_size: int = Field(32, ge=1, le=4096)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="after")
+    def _unique_splits(self) -> EvaluateParams:
+        if len(set(self.splits)) != len(self.splits):
+            raise ValueError(f"evaluate.splits lists a split twice: {self.splits}")
+        return self
 
 
 # --------------------------------------------------------------------------- package / serve / monitor
@@ -223,6 +239,9 @@ class PackageParams(StrictModel):
     metric: str = Field("test_top1", description="key in metrics.json used to pick the winner")
     mode: Literal["max", "min"] = "max"
     candidates: list[str] = Field(default_factory=list, description="extra run folders to compare")
+    experiments: bool = Field(True, description="also compare the DVC experiments `dvc exp show` lists")
+    tie_tolerance: float = Field(0.0, ge=0.0, description="metric values this close are a tie (lower latency wins)")
+    measure_latency: bool = Field(True, description="measure forward latency for ties when metrics lack it")
 
 
 class ServeParams(StrictModel):
@@ -234,9 +253,15 @@ class ServeParams(StrictModel):
     request_timeout_s: float = Field(30.0, gt=0.0)
     top_k: int = Field(3, ge=1)
     low_confidence: float = Field(0.5, ge=0.0, le=1.0)
-    max_batch_size: int = Field(16, ge=1)
-    max_latency_ms: int = Field(100, ge=1)
+    max_batch_size: int = Field(16, ge=2, description="adaptive batching: most clips per model call")
+    max_latency_ms: int = Field(
+        2000, ge=1, description="adaptive batching: a queued clip older than this is shed with 503 (overload guard)"
+    )
     api_key_env: str | None = Field(None, description="env var holding the API key; null = no auth")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present, else CPU")
+    workers: int = Field(1, ge=1, le=64, description="API worker processes (the model service has its own)")
+    model_workers: int = Field(1, ge=1, le=64, description="model (batching) worker processes")
+    max_concurrency: int = Field(64, ge=1, description="requests in flight before 503")
 
 
 class MonitoringParams(StrictModel):
@@ -245,16 +270,86 @@ class MonitoringParams(StrictModel):
     low_confidence_rate_threshold: float = Field(0.3, gt=0.0, le=1.0)
     drift_psi_threshold: float = Field(0.25, gt=0.0)
     drift_window: int = Field(200, ge=10, description="recent predictions compared with evaluation")
+    rejected_rate_threshold: float = Field(
+        0.25, gt=0.0, le=1.0, description="share of API requests rejected as bad input before alerting"
+    )
+    expected_min_rps: float = Field(
+        0.01, gt=0.0, description="same hour yesterday above this rate = traffic is expected (no-traffic alert)"
+    )
+    dashboard_top_glosses: int = Field(10, ge=1, le=200, description="glosses shown in 'predictions per gloss'")
 
 
 class LandmarksParams(StrictModel):
     face: bool = Field(False, description="add a face-landmark subset")
-    model_complexity: int = Field(1, ge=0, le=2)
+    model_complexity: int = Field(1, ge=0, le=1, description="0 lite / 1 full (2 needs a download: not offline)")
     min_detection_confidence: float = Field(0.5, ge=0.0, le=1.0)
-    max_gap: int = Field(4, ge=0, description="interpolate missing-hand gaps up to this many frames")
-    mirror: bool = False
+    min_tracking_confidence: float = Field(0.5, ge=0.0, le=1.0)
+    max_gap: int = Field(4, ge=0, description="interpolate missing-hand gaps up to this many (stored) frames")
+    mirror: bool = Field(False, description="train-time random mirroring that swaps left/right hands")
+    rotate_deg: float = Field(10.0, ge=0.0, le=90.0, description="train-time random rotation, +- degrees")
+    scale_jitter: float = Field(0.1, ge=0.0, lt=1.0, description="train-time random scale, +- fraction")
     num_workers: int = Field(2, ge=1, le=256)
-    seq_len: int = Field(32, ge=2, le=1024)
+    stored_frames: int = Field(64, ge=2, le=2048, description="frames kept per clip (uniform over the clip)")
+    seq_len: int = Field(32, ge=2, le=1024, description="frames the model sees per clip")
+
+    @model_validator(mode="after")
+    def _stored_covers_seq(self) -> LandmarksParams:
+        if self.stored_frames < self.seq_len:
+            raise ValueError(
+                f"landmarks.stored_frames ({self.stored_frames}) must be >= landmarks.seq_len ({self.seq_len})"
+            )
+        return self
+
+
+# --------------------------------------------------------------------------- kubeflow (pipelines/ only)
+
+
+class KubeflowResources(StrictModel):
+    """Kubernetes resources of one pipeline step; null = not set (quantities like "500m", "4Gi")."""
+
+    cpu_request: str | None = None
+    cpu_limit: str | None = None
+    memory_request: str | None = None
+    memory_limit: str | None = None
+    gpus: int | None = Field(None, ge=0, le=64, description="accelerators; train runs torchrun with this many")
+
+
+class KubeflowToleration(StrictModel):
+    key: str | None = None
+    operator: Literal["Equal", "Exists"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+
+class KubeflowParams(StrictModel):
+    """How the compiled Kubeflow pipeline runs on a cluster. Read by ``pipelines.compile`` only,
+    never by a stage: changing it recompiles the pipeline, it does not rerun ``dvc repro``."""
+
+    image: str = Field("ghcr.io/signflow/signflow:0.1.0", description="component image (the Dockerfile); --image")
+    caching: bool = Field(True, description="kfp step caching; submit --no-cache disables it per run")
+    accelerator_type: str = "nvidia.com/gpu"
+    default_resources: KubeflowResources = KubeflowResources(
+        cpu_request="1", cpu_limit="2", memory_request="2Gi", memory_limit="4Gi", gpus=0
+    )
+    resources: dict[str, KubeflowResources] = Field(
+        default_factory=lambda: {
+            "extract": KubeflowResources(cpu_request="2", cpu_limit="4", memory_request="4Gi", memory_limit="8Gi"),
+            "train": KubeflowResources(
+                cpu_request="4", cpu_limit="8", memory_request="16Gi", memory_limit="32Gi", gpus=1
+            ),
+            "evaluate": KubeflowResources(
+                cpu_request="2", cpu_limit="4", memory_request="8Gi", memory_limit="16Gi", gpus=1
+            ),
+        },
+        description="per-stage overrides of default_resources (keys: dvc.yaml stage names)",
+    )
+    node_selector: dict[str, str] = Field(default_factory=dict, description="every step")
+    gpu_node_selector: dict[str, str] = Field(default_factory=dict, description="steps with gpus > 0")
+    gpu_tolerations: list[KubeflowToleration] = Field(
+        default_factory=lambda: [KubeflowToleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")]
+    )
+    pvc: str | None = Field(None, description="existing PVC mounted on every step (local data, BentoML store)")
+    pvc_mount_path: str = "/mnt/signflow"
 
 
 class Params(StrictModel):
@@ -271,6 +366,7 @@ class Params(StrictModel):
     package: PackageParams = PackageParams()
     serve: ServeParams = ServeParams()
     monitoring: MonitoringParams = MonitoringParams()
+    kubeflow: KubeflowParams = KubeflowParams()
 
 
 def _format_errors(error: ValidationError, source: str) -> str:

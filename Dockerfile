@@ -1,0 +1,57 @@
+# syntax=docker/dockerfile:1
+# One image for the Kubeflow pipeline steps and for serving (docs/kubeflow.md).
+#   CPU (default):  docker build -t ghcr.io/you/signflow:0.1.0 .
+#   CUDA:           docker build --build-arg TORCH_VARIANT=cu130 -t ghcr.io/you/signflow:0.1.0-cu130 .
+# TORCH_VARIANT picks the PyTorch wheel index (cpu, cu126, cu128, cu130, ...): the CUDA wheels carry
+# their own CUDA runtime, so the slim base works on GPU nodes with the NVIDIA container toolkit.
+# Default command: the BentoML service on :3000. Pipeline steps override the command (kfp does).
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+FROM ${PYTHON_IMAGE}
+
+ARG TORCH_VARIANT=cpu
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/${TORCH_VARIANT}
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH \
+    BENTOML_DO_NOT_TRACK=True \
+    DO_NOT_TRACK=1 \
+    BENTOML_HOME=/home/signflow/bentoml
+
+# ffmpeg: the decode fallback and .swf conversion (signflow.video); git: dvc inside the image.
+# Debian package versions follow the pinned base image tag.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ffmpeg git \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --gid 10001 signflow \
+    && useradd --uid 10001 --gid signflow --create-home --shell /usr/sbin/nologin signflow
+
+# Dependencies first (this layer changes only with requirements.txt), code after.
+# torch/torchvision come from the PyTorch index of TORCH_VARIANT; everything else from PyPI,
+# where `torch==X` is then already satisfied by the `X+cpu`/`X+cu130` build.
+COPY requirements.txt /tmp/requirements.txt
+RUN python -m venv "$VIRTUAL_ENV" \
+    && grep -E '^(torch|torchvision)==' /tmp/requirements.txt > /tmp/torch.txt \
+    && pip install --index-url "$TORCH_INDEX_URL" -r /tmp/torch.txt \
+    && pip install -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt /tmp/torch.txt
+
+WORKDIR /app
+COPY pyproject.toml README.md params.yaml dvc.yaml ./
+COPY signflow/ signflow/
+COPY stages/ stages/
+COPY pipelines/ pipelines/
+COPY serving/ serving/
+RUN pip install --no-deps . \
+    && chown -R signflow:signflow /app
+
+# Numeric, so Kubernetes runAsNonRoot can verify it without reading /etc/passwd.
+USER 10001:10001
+EXPOSE 3000
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:3000/readyz', timeout=4)"]
+CMD ["bentoml", "serve", "serving.service:Signflow", "--host", "0.0.0.0", "--port", "3000"]

@@ -1,0 +1,13 @@
+"""The Kubeflow Pipelines (kfp v2) face of signflow: the same ``stages/`` as ``dvc repro``, wired from ``dvc.yaml``.
+
+- :mod:`pipelines.wiring`: ``dvc.yaml`` -> which artifacts each stage reads and writes;
+- :mod:`pipelines.params`: ``params.yaml`` <-> typed pipeline parameters (one per leaf key);
+- :mod:`pipelines.components`: one lightweight component per stage, calling the stage's ``main``;
+- :mod:`pipelines.runtime`: what runs inside the step's container;
+- :mod:`pipelines.pipeline`: the DAG, resources, GPUs, scheduling;
+- :mod:`pipelines.compile` / :mod:`pipelines.submit`: the command lines.
+"""
+
+
+class PipelineError(ValueError):
+    """The pipeline cannot be built from dvc.yaml/params.yaml as they are; says what to change."""

@@ -1,0 +1,138 @@
+"""The signflow Kubeflow pipeline: the ``dvc.yaml`` DAG, one step per stage, with cluster resources.
+
+This module only wires: which step feeds which (from :mod:`pipelines.wiring`), the pipeline
+parameters (one per params leaf, defaults = ``params.yaml`` at compile time), and per-step
+Kubernetes settings from the ``kubeflow`` section of ``params.yaml``: CPU/memory requests and
+limits, GPUs (``set_accelerator_type``/``set_accelerator_limit``; the train step runs torchrun with
+one worker per GPU), node selectors and tolerations and an optional PVC (``kfp-kubernetes``), and
+step caching (on by default; ``pipelines.submit --no-cache`` turns it off for one run).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+from kfp import dsl, kubernetes
+
+from pipelines import PipelineError
+from pipelines.components import DISTRIBUTED_STAGES, make_component, validate_image
+from pipelines.params import PipelineParam, pipeline_params
+from pipelines.runtime import NPROC_INPUT
+from pipelines.wiring import Stage
+from signflow.config import KubeflowParams, KubeflowResources, Params
+
+PIPELINE_NAME = "signflow"
+TELEMETRY_OFF = {"BENTOML_DO_NOT_TRACK": "True", "DO_NOT_TRACK": "1"}
+
+
+def stage_resources(kubeflow: KubeflowParams, stage: str) -> KubeflowResources:
+    """``default_resources`` with the stage's own ``resources.<stage>`` values on top."""
+    merged = kubeflow.default_resources.model_dump()
+    override = kubeflow.resources.get(stage)
+    if override is not None:
+        merged.update({key: value for key, value in override.model_dump().items() if value is not None})
+    return KubeflowResources(**merged)
+
+
+def check_kubeflow(kubeflow: KubeflowParams, stage_names: Sequence[str]) -> None:
+    unknown = sorted(set(kubeflow.resources) - set(stage_names))
+    if unknown:
+        raise PipelineError(
+            f"params kubeflow.resources: unknown stage {', '.join(map(repr, unknown))} "
+            f"(dvc.yaml stages: {', '.join(stage_names)})"
+        )
+
+
+def _apply_resources(task: dsl.PipelineTask, stage: str, kubeflow: KubeflowParams) -> int:
+    resources = stage_resources(kubeflow, stage)
+    setters = {
+        "cpu_request": task.set_cpu_request,
+        "cpu_limit": task.set_cpu_limit,
+        "memory_request": task.set_memory_request,
+        "memory_limit": task.set_memory_limit,
+    }
+    for key, setter in setters.items():
+        value = getattr(resources, key)
+        if value is None:
+            continue
+        try:
+            setter(value)
+        except ValueError as error:  # kfp validates Kubernetes quantities
+            raise PipelineError(f"params kubeflow.resources.{stage}.{key}: {value!r}: {error}") from None
+    gpus = resources.gpus or 0
+    if gpus > 0:
+        task.set_accelerator_type(kubeflow.accelerator_type).set_accelerator_limit(gpus)
+        for key, value in kubeflow.gpu_node_selector.items():
+            kubernetes.add_node_selector(task, label_key=key, label_value=value)
+        for toleration in kubeflow.gpu_tolerations:
+            kubernetes.add_toleration(task, **toleration.model_dump())
+    for key, value in kubeflow.node_selector.items():
+        kubernetes.add_node_selector(task, label_key=key, label_value=value)
+    return gpus
+
+
+def _docstring(params: Sequence[PipelineParam], stages: Sequence[Stage]) -> str:
+    lines = [
+        "signflow: " + " -> ".join(stage.name for stage in stages) + " (the dvc.yaml stages, same code).",
+        "",
+        "Args:",
+    ]
+    lines += [f"    {param.name}: params.yaml {param.key}. {param.description}".rstrip(". ") for param in params]
+    return "\n".join(lines)
+
+
+def build_pipeline(params: Params, stages: Sequence[Stage], image: str, all_stage_names: Sequence[str]) -> Any:
+    """The compiled-ready kfp pipeline for ``stages`` (a subset of ``all_stage_names``)."""
+    image = validate_image(image)
+    kubeflow = params.kubeflow
+    check_kubeflow(kubeflow, all_stage_names)
+    sections: list[str] = []
+    for stage in stages:
+        sections += [section for section in stage.sections if section not in sections]
+    if "kubeflow" in sections:
+        raise PipelineError("dvc.yaml: no stage may read the kubeflow section (it shapes the cluster, not results)")
+    leaves = pipeline_params(params, sections)
+    by_section = {section: [leaf for leaf in leaves if leaf.section == section] for section in sections}
+    producer_types = {(stage.name, output.name): output.type_name for stage in stages for output in stage.outputs}
+    components = {
+        stage.name: make_component(
+            stage, [leaf for section in stage.sections for leaf in by_section[section]], image, producer_types
+        )
+        for stage in stages
+    }
+    names = [leaf.name for leaf in leaves]
+
+    def signflow(*args: Any) -> None:
+        values = dict(zip(names, args))
+        tasks: dict[str, dsl.PipelineTask] = {}
+        for stage in stages:
+            arguments: dict[str, Any] = {
+                item.name: tasks[item.producer].outputs[item.producer_output] for item in stage.inputs
+            }
+            for section in stage.sections:
+                arguments.update({leaf.name: values[leaf.name] for leaf in by_section[section]})
+            gpus = stage_resources(kubeflow, stage.name).gpus or 0
+            if stage.name in DISTRIBUTED_STAGES:
+                arguments[NPROC_INPUT] = max(1, gpus)
+            task = components[stage.name](**arguments)
+            _apply_resources(task, stage.name, kubeflow)
+            task.set_caching_options(kubeflow.caching)
+            for key, value in TELEMETRY_OFF.items():
+                task.set_env_variable(key, value)
+            if kubeflow.pvc:
+                kubernetes.mount_pvc(task, pvc_name=kubeflow.pvc, mount_path=kubeflow.pvc_mount_path)
+                # The BentoML model store must outlive the package step's pod.
+                task.set_env_variable("BENTOML_HOME", f"{kubeflow.pvc_mount_path.rstrip('/')}/bentoml")
+            tasks[stage.name] = task
+
+    signflow.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [
+            inspect.Parameter(leaf.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=leaf.default,
+                              annotation=leaf.python_type)
+            for leaf in leaves
+        ]
+    )
+    signflow.__doc__ = _docstring(leaves, stages)
+    return dsl.pipeline(name=PIPELINE_NAME, description=signflow.__doc__.splitlines()[0])(signflow)

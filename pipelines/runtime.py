@@ -1,0 +1,191 @@
+"""What runs inside a pipeline step's container: rebuild params.yaml, call the stage, log typed outputs.
+
+A component body is one call, ``run_stage(WIRING, locals())``: the wiring (from ``dvc.yaml``, see
+:mod:`pipelines.wiring`) says which ``--flag`` gets which artifact path. The stage itself is the
+very ``stages.<name>.main`` that ``dvc repro`` runs; this module only translates paths and, after
+the stage, turns its JSON/CSV reports into kfp ``Metrics``, ``ClassificationMetrics`` and a
+Markdown report so the Kubeflow UI shows them.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import json
+import logging
+import math
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pipelines.params import SEPARATOR, params_file_text
+
+log = logging.getLogger("pipelines.runtime")
+NPROC_INPUT = "nproc_per_node"  # set on the train step: GPUs requested -> torchrun workers
+MAX_REPORT_ROWS = 60
+
+
+class StageFailed(RuntimeError):
+    """The stage exited non-zero; its own one-line error is in the step log above."""
+
+
+def flatten_metrics(data: Any, prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of a metrics JSON as ``a.b`` keys (kfp Metrics are flat name -> number)."""
+    flat: dict[str, float] = {}
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            flat.update(flatten_metrics(value, f"{prefix}{key}."))
+    elif isinstance(data, (int, float)) and not isinstance(data, bool) and math.isfinite(data):
+        flat[prefix.rstrip(".")] = float(data)
+    return flat
+
+
+def _path(artifact: Any) -> Path:
+    return Path(artifact.path)
+
+
+def build_argv(wiring: Mapping[str, Any], values: Mapping[str, Any], params_path: Path) -> list[str]:
+    """The stage's command-line arguments with artifact paths in place of the dvc.yaml paths."""
+    argv: list[str] = []
+    for arg in wiring["args"]:
+        kind = arg["kind"]
+        if kind == "params":
+            argv += [arg["flag"], str(params_path)]
+        elif kind == "literal":
+            argv += [arg["flag"]] + ([arg["value"]] if arg["value"] else [])
+        elif kind == "input":
+            path = _path(values[arg["artifact"]])
+            argv += [arg["flag"], str(path / arg["subpath"]) if arg["subpath"] else str(path)]
+        elif kind == "output":
+            path = _path(values[arg["artifact"]])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            argv += [arg["flag"], str(path)]
+        else:  # pragma: no cover - wiring is produced by pipelines.wiring
+            raise ValueError(f"unknown argument kind {kind!r}")
+    return argv
+
+
+def _run(module: str, argv: list[str], nproc: int) -> int:
+    if nproc > 1:
+        # One pod, several GPUs: torchrun starts one worker per GPU (DDP in signflow.training).
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+        command += ["-m", module, *argv]
+        log.info("running %s", " ".join(command))
+        return subprocess.run(command, check=False).returncode
+    log.info("running python -m %s %s", module, " ".join(argv))
+    return int(importlib.import_module(module).main(argv) or 0)
+
+
+def run_stage(wiring: Mapping[str, Any], values: Mapping[str, Any]) -> None:
+    """Run one dvc.yaml stage with kfp artifacts; raise :class:`StageFailed` on a non-zero exit.
+
+    ``wiring`` is :meth:`pipelines.wiring.Stage.to_json_dict`; ``values`` the component's locals():
+    its artifacts and its ``section__key`` parameters.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    arguments = {name: value for name, value in values.items() if SEPARATOR in name}
+    workdir = Path(tempfile.mkdtemp(prefix=f"signflow-{wiring['stage']}-"))
+    params_path = workdir / "params.yaml"
+    params_path.write_text(params_file_text(arguments, wiring["sections"]), encoding="utf-8")
+    argv = build_argv(wiring, values, params_path)
+    code = _run(wiring["module"], argv, int(values.get(NPROC_INPUT) or 1))
+    if code != 0:
+        raise StageFailed(f"stage {wiring['stage']} exited with status {code}")
+    log_outputs(wiring, values)
+
+
+def log_outputs(wiring: Mapping[str, Any], values: Mapping[str, Any]) -> None:
+    """Fill the typed outputs the Kubeflow UI renders from the files the stage wrote."""
+    for name, type_name in wiring["outputs"].items():
+        if type_name == "Metrics":
+            _log_metrics(values[name], _path(values[name]))
+    for item in wiring["derived"]:
+        source = _path(values[item["source"]]) / item["subpath"]
+        target = values[item["name"]]
+        if item["type_name"] == "Metrics":
+            _log_metrics(target, source, copy=True)
+        elif item["type_name"] == "ClassificationMetrics":
+            _log_confusion(target, source)
+        elif item["type_name"] == "Markdown":
+            _path(target).parent.mkdir(parents=True, exist_ok=True)
+            _path(target).write_text(markdown_report(wiring["stage"], source), encoding="utf-8")
+
+
+def _log_metrics(artifact: Any, source: Path, copy: bool = False) -> None:
+    if not source.is_file():
+        log.warning("no metrics file at %s: nothing logged", source)
+        return
+    data = json.loads(source.read_text(encoding="utf-8"))
+    for key, value in flatten_metrics(data).items():
+        artifact.log_metric(key, value)
+    if copy:  # keep the JSON itself next to the logged values
+        _path(artifact).parent.mkdir(parents=True, exist_ok=True)
+        _path(artifact).write_text(json.dumps(data, indent=2), encoding="utf-8")
+
+
+def _ordered(labels: set[str]) -> list[str]:
+    return sorted(labels, key=lambda text: (0, int(text), "") if text.lstrip("-").isdigit() else (1, 0, text))
+
+
+def read_confusion(path: Path) -> tuple[list[str], list[list[int]]]:
+    """A confusion matrix from ``confusion.csv``: DVC's per-sample rows with ``actual`` and
+    ``predicted`` columns, or a square table whose header names the predicted classes and whose
+    first column names the actual ones."""
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    if not rows:
+        raise ValueError(f"{path}: empty confusion file")
+    header, body = rows[0], [row for row in rows[1:] if row]
+    columns = [name.strip().lower() for name in header]
+    if "actual" in columns and "predicted" in columns:
+        actual, predicted = columns.index("actual"), columns.index("predicted")
+        pairs = [(row[actual], row[predicted]) for row in body]
+        categories = _ordered({label for pair in pairs for label in pair})
+        index = {label: position for position, label in enumerate(categories)}
+        matrix = [[0] * len(categories) for _ in categories]
+        for actual, predicted in pairs:
+            matrix[index[actual]][index[predicted]] += 1
+        return categories, matrix
+    categories = header[1:]
+    if [row[0] for row in body] != categories:
+        raise ValueError(f"{path}: neither actual/predicted columns nor a square table with matching labels")
+    return categories, [[int(float(cell)) for cell in row[1:]] for row in body]
+
+
+def _log_confusion(artifact: Any, source: Path) -> None:
+    if not source.is_file():
+        log.warning("no confusion file at %s: nothing logged", source)
+        return
+    categories, matrix = read_confusion(source)
+    artifact.log_confusion_matrix(categories, matrix)
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    lines += ["| " + " | ".join(row) + " |" for row in rows[1:]]
+    return lines
+
+
+def markdown_report(stage: str, folder: Path) -> str:
+    """A short evaluation report: headline metrics and the per-class table (the UI renders Markdown)."""
+    lines = [f"# signflow {stage}", ""]
+    metrics_file = folder / "metrics.json"
+    if metrics_file.is_file():
+        flat = flatten_metrics(json.loads(metrics_file.read_text(encoding="utf-8")))
+        lines += ["## Metrics", ""] + _table([["metric", "value"]] + [[k, f"{v:.4g}"] for k, v in flat.items()]) + [""]
+    per_class = folder / "per_class.csv"
+    if per_class.is_file():
+        with per_class.open(newline="", encoding="utf-8") as handle:
+            rows = [row for row in csv.reader(handle) if row]
+        if rows:
+            shown = rows[: MAX_REPORT_ROWS + 1]
+            lines += ["## Per class", ""] + _table(shown)
+            if len(rows) > len(shown):
+                lines.append(f"\n({len(rows) - len(shown)} more classes in per_class.csv)")
+            lines.append("")
+    files = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    lines += ["## Files", "", ", ".join(files) or "(none)", ""]
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""BentoML service for signflow: ``bentoml serve serving.service:Signflow`` (see docs/serving.md)."""

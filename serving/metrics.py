@@ -1,0 +1,90 @@
+"""The service's Prometheus metrics (beside BentoML's ``bentoml_service_*`` built-ins).
+
+Names and labels are a contract with ``monitoring/`` (Prometheus rules, Grafana panels):
+change them together. Objects are created on first use inside a worker, not at import:
+BentoML sets ``PROMETHEUS_MULTIPROC_DIR`` in the worker after importing the service, and
+``prometheus_client`` decides single- vs multi-process mode when a metric is created
+(the reason ``bentoml.metrics`` defers its import; it now re-exports ``prometheus_client``
+and is deprecated, so we use ``prometheus_client`` directly, at the right moment).
+
+Gauges in multi-process mode: ``livemax``/``livemin`` aggregate over live workers, so the
+series carry no ``pid`` label (one series per label set, as the dashboards expect).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+# Seconds; spans a few ms (model on a GPU) to the request timeout.
+LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0)
+CONFIDENCE_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
+FRAME_BUCKETS = (8, 16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 900, 1800)
+DURATION_BUCKETS = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 20.0, 30.0, 60.0)
+
+STAGES = ("decode", "preprocess", "model")
+
+
+@dataclass(frozen=True)
+class ServiceMetrics:
+    stage_latency: Any
+    predictions: Any
+    top1_confidence: Any
+    low_confidence: Any
+    input_frames: Any
+    input_duration: Any
+    rejected: Any
+    model_info: Any
+    model_ready: Any
+
+
+@functools.cache
+def metrics() -> ServiceMetrics:
+    """The process's metric objects (created once, on first call, inside the worker)."""
+    from prometheus_client import Counter, Gauge, Histogram
+
+    return ServiceMetrics(
+        stage_latency=Histogram(
+            "signflow_stage_latency_seconds",
+            "Time per request stage: decode (container + frames), preprocess (frames -> stored clip), "
+            "model (batched forward, queueing included)",
+            ["endpoint", "stage"],
+            buckets=LATENCY_BUCKETS,
+        ),
+        predictions=Counter("signflow_predictions_total", "Top-1 predictions by gloss", ["gloss"]),
+        top1_confidence=Histogram(
+            "signflow_top1_confidence", "Top-1 softmax probability per prediction", buckets=CONFIDENCE_BUCKETS
+        ),
+        low_confidence=Counter(
+            "signflow_low_confidence_total", "Predictions whose top-1 probability is below serve.low_confidence"
+        ),
+        input_frames=Histogram("signflow_input_frames", "Decoded frames per input clip", buckets=FRAME_BUCKETS),
+        input_duration=Histogram(
+            "signflow_input_duration_seconds", "Input clip duration (frames / fps)", buckets=DURATION_BUCKETS
+        ),
+        rejected=Counter(
+            "signflow_rejected_requests_total", "Requests refused with a 4xx/503/504, by reason", ["endpoint", "reason"]
+        ),
+        model_info=Gauge(
+            "signflow_model_info",
+            "The served model (value 1)",
+            ["model_tag", "arch", "metric", "metric_value"],
+            multiprocess_mode="livemax",
+        ),
+        model_ready=Gauge(
+            "signflow_model_ready", "1 once every live worker has loaded the model", multiprocess_mode="livemin"
+        ),
+    )
+
+
+@functools.cache
+def drift_gauge() -> Any:
+    """``signflow_prediction_drift_psi``, created at the first score: absent (not a fake 0) until a window fills."""
+    from prometheus_client import Gauge
+
+    return Gauge(
+        "signflow_prediction_drift_psi",
+        "PSI of recent predictions vs the evaluation reference (max over live workers)",
+        multiprocess_mode="livemax",
+    )

@@ -1,0 +1,422 @@
+"""signflow's BentoML service: a sign-language clip in, the top-k glosses out.
+
+Run:  ``bentoml serve serving.service:Signflow`` (from the repo root; see docs/serving.md)
+
+Two services, one process group:
+
+* :class:`Signflow` (the HTTP entry point): ``POST /predict_video`` (multipart upload),
+  ``POST /predict_frames`` (JSON array of RGB frames), the web page at ``/``, BentoML's
+  ``/livez``, ``/readyz``, ``/metrics``. Decoding and preprocessing run here, with
+  :mod:`signflow.preprocess`, the same code the extract stage ran on the training data.
+* :class:`SignflowModel`: holds the network (loaded once per worker, CUDA when present)
+  behind a *batchable* API, so BentoML's adaptive batcher merges concurrent clips into
+  one forward pass. Clips travel as compact ``uint8`` arrays (pickled between the two
+  services, never JSON).
+
+The model is the pinned tag from :mod:`serving.config` (env ``SIGNFLOW_MODEL_TAG`` or the
+package stage's ``reports/package.json``); its folder carries the label map, the exact
+preprocessing config, the metrics and the params it was evaluated with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import bentoml
+import numpy as np
+from pydantic import BeforeValidator, Field
+from starlette.responses import JSONResponse
+
+from serving.config import load_config
+from serving.guard import REASON_HEADER, GuardMiddleware
+from serving.metrics import drift_gauge, metrics
+
+log = logging.getLogger("signflow.serving")
+
+# Read at import because the decorators below need the values; this is one small YAML file.
+CONFIG = load_config()
+SERVE = CONFIG.serve
+
+VIDEO_TYPES = {
+    "video/mp4": ".mp4", "video/webm": ".webm", "video/x-msvideo": ".avi", "video/avi": ".avi",
+    "video/msvideo": ".avi", "video/quicktime": ".mov", "video/x-matroska": ".mkv",
+}
+VIDEO_SUFFIXES = {".mp4", ".m4v", ".webm", ".avi", ".mov", ".mkv"}
+# Sent by clients that do not know the type; accepted when the file name says video.
+GENERIC_TYPES = {"application/octet-stream", ""}
+# Reason -> HTTP status for refused inputs (the body says which limit and by how much).
+STATUS = {
+    "empty": 400, "not_video": 400, "corrupt": 400, "no_frames": 400, "too_short": 400,
+    "unsupported_codec": 415, "unsupported_media_type": 415,
+    "too_large": 413, "too_many_frames": 413, "too_long": 413, "resolution_too_large": 413,
+    "batch_too_large": 413, "bad_shape": 400, "bad_dtype": 400, "empty_batch": 400, "bad_top_k": 400,
+}
+
+
+def _check_upload_type(value: Any) -> Any:
+    """Refuse uploads that say they are not video (415) before a decoder is spent on them.
+
+    Runs on the raw multipart part (before BentoML spools it to a file), where the part's
+    content type and file name are still known. Raises a pydantic error whose ``type``
+    the guard middleware turns into the rejection reason.
+    """
+    from pydantic_core import PydanticCustomError
+    from starlette.datastructures import UploadFile
+
+    if not isinstance(value, UploadFile):
+        return value
+    content_type = (value.content_type or "").split(";")[0].strip().lower()
+    suffix = Path(value.filename or "").suffix.lower()
+    if content_type in VIDEO_TYPES or (content_type in GENERIC_TYPES and suffix in VIDEO_SUFFIXES):
+        return value
+    raise PydanticCustomError(
+        "unsupported_media_type",
+        "{name}: content type '{content_type}' is not a supported video (mp4, webm, avi, mov)",
+        {"name": value.filename or "upload", "content_type": content_type},
+    )
+
+
+VideoUpload = Annotated[Path, BeforeValidator(_check_upload_type)]
+
+
+class Rejected(Exception):
+    """An input the service refuses; becomes a 4xx JSON body ``{"error": reason, "detail": ...}``."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(
+            {"error": self.reason, "detail": self.detail},
+            status_code=STATUS.get(self.reason, 400),
+            headers={REASON_HEADER.decode(): self.reason},
+        )
+
+
+def pick_device(setting: str) -> str:
+    import torch
+
+    if setting == "cuda" or (setting == "auto" and torch.cuda.is_available()):
+        return "cuda"
+    return "cpu"
+
+
+def read_model_folder(path: Path) -> dict[str, Any]:
+    """Label map, preprocessing, params and metrics the package stage put in the model folder."""
+
+    def load(name: str) -> Any:
+        file = path / name
+        return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else None
+
+    return {
+        "glosses": (load("label_map.json") or {}).get("glosses"),
+        "preprocess": load("preprocess.json"),
+        "params": load("params.json") or {},
+        "metrics": load("metrics.json") or {},
+        "drift_reference": load("drift_reference.json"),
+    }
+
+
+@bentoml.service(
+    name="signflow_model",
+    workers=SERVE.model_workers,
+    traffic={"timeout": SERVE.request_timeout_s},
+    resources={"gpu": 1} if SERVE.device == "cuda" else {"cpu": 1},
+)
+class SignflowModel:
+    """The network behind BentoML's adaptive batcher (CUDA when present, else CPU)."""
+
+    bento_model = bentoml.models.BentoModel(CONFIG.model_tag)
+
+    def __init__(self) -> None:
+        from signflow.inference import Predictor
+
+        self.device = pick_device(SERVE.device)
+        path = Path(self.bento_model.path)
+        self.predictor = Predictor.load(path, device=self.device)
+        folder = read_model_folder(path)
+        # Test-time clips exactly as evaluate used them, so served logits equal evaluated ones.
+        self.clips = int(folder["params"].get("evaluate", {}).get("clips", 1))
+        log.info("model %s loaded on %s (clips=%d)", CONFIG.model_tag, self.device, self.clips)
+
+    @bentoml.api(batchable=True, max_batch_size=SERVE.max_batch_size, max_latency_ms=SERVE.max_latency_ms)
+    def logits(self, stored: np.ndarray) -> np.ndarray:
+        """``(B, stored_frames, S, S, 3)`` uint8 clips -> ``(B, num_classes)`` float32 logits."""
+        return np.asarray(self.predictor.logits(stored, clips=self.clips), dtype=np.float32)
+
+
+def _web_app():  # noqa: ANN202 - a Starlette app
+    """The page at ``/`` and its files; ``/ui/config.json`` tells it the limits."""
+    from starlette.applications import Starlette
+    from starlette.responses import FileResponse
+    from starlette.routing import Mount, Route
+    from starlette.staticfiles import StaticFiles
+
+    static = Path(__file__).parent / "static"
+
+    async def index(_request):  # noqa: ANN001, ANN202
+        return FileResponse(static / "index.html", headers={"Cache-Control": "no-cache"})
+
+    async def ui_config(_request):  # noqa: ANN001, ANN202
+        return JSONResponse(
+            {
+                "model_tag": CONFIG.model_tag,
+                "top_k": SERVE.top_k,
+                "max_upload_mb": SERVE.max_upload_mb,
+                "max_duration_s": SERVE.max_duration_s,
+                "api_key_required": _api_key() is not None,
+            }
+        )
+
+    return Starlette(
+        routes=[
+            Route("/", index),
+            Route("/ui/config.json", ui_config),
+            Mount("/static", app=StaticFiles(directory=static), name="static"),
+        ]
+    )
+
+
+def _api_key() -> str | None:
+    if SERVE.api_key_env and os.environ.get(SERVE.api_key_env):
+        return os.environ[SERVE.api_key_env]
+    return None
+
+
+@bentoml.asgi_app(_web_app(), path="/")
+@bentoml.service(
+    name="signflow",
+    workers=SERVE.workers,
+    traffic={"timeout": SERVE.request_timeout_s, "max_concurrency": SERVE.max_concurrency},
+)
+class Signflow:
+    """HTTP entry point: uploads and frames in, top-k glosses with probabilities and timings out."""
+
+    model = bentoml.depends(SignflowModel)
+
+    def __init__(self) -> None:
+        from signflow.preprocess import PreprocessConfig
+
+        self.tag = CONFIG.model_tag
+        stored = bentoml.models.get(self.tag)
+        self.tag = str(stored.tag)  # "name:latest" resolved to the version actually served
+        folder = read_model_folder(Path(stored.path))
+        if not folder["glosses"] or not folder["preprocess"]:
+            raise RuntimeError(f"model {self.tag} lacks label_map.json/preprocess.json: package it with stages.package")
+        self.glosses: list[str] = list(folder["glosses"])
+        # The same fields Predictor reads from the model file (preprocess.json also carries
+        # normalisation and layout, which the model service applies).
+        fields = {k: v for k, v in folder["preprocess"].items() if k in PreprocessConfig.model_fields}
+        self.preprocess = PreprocessConfig.model_validate(fields)
+        self.drift = self._drift_monitor(folder)
+        m = metrics()
+        meta = stored.info.metadata
+        m.model_info.labels(
+            model_tag=self.tag,
+            arch=str(meta.get("arch", "unknown")),
+            metric=str(meta.get("metric", "unknown")),
+            metric_value=f"{meta.get('metric_value', float('nan')):.6g}" if meta.get("metric_value") is not None else "",
+        ).set(1)
+        m.model_ready.set(1)
+        log.info("serving %s (%s, %d glosses); model pinned by %s", self.tag, meta.get("arch"), len(self.glosses),
+                 CONFIG.tag_source)
+
+    def _drift_monitor(self, folder: dict[str, Any]):  # noqa: ANN202 - DriftMonitor | None
+        if folder["drift_reference"] is None:
+            log.info("no drift reference in the model folder: signflow_prediction_drift_psi is not exported")
+            return None
+        from signflow.drift import DriftMonitor
+
+        return DriftMonitor(folder["drift_reference"], window=CONFIG.params.monitoring.drift_window)
+
+    # ------------------------------------------------------------------ endpoints
+
+    @bentoml.api(route="/predict_video")
+    async def predict_video(
+        self,
+        video: VideoUpload,
+        top_k: int = Field(SERVE.top_k, description="how many glosses to return"),
+        return_logits: bool = Field(False, description="also return the raw logits"),
+    ) -> dict[str, Any]:
+        """A video file (mp4/webm/avi/mov) -> top-k glosses with probabilities, input info, timings (ms)."""
+        endpoint = "predict_video"
+        m = metrics()
+        started = time.perf_counter()
+        try:
+            self._check_top_k(top_k)
+            t0 = time.perf_counter()
+            stored, info = await asyncio.to_thread(self._decode_video, video)
+            decode_s = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            batch = self._as_batch(stored)
+            preprocess_s = time.perf_counter() - t1
+        except Rejected as rejected:
+            return rejected.response()  # type: ignore[return-value]
+        m.stage_latency.labels(endpoint=endpoint, stage="decode").observe(decode_s)
+        m.stage_latency.labels(endpoint=endpoint, stage="preprocess").observe(preprocess_s)
+        m.input_frames.observe(info["frames"])
+        if info["duration_s"]:
+            m.input_duration.observe(info["duration_s"])
+        logits, model_s = await self._forward(batch, endpoint)
+        result = self._result(logits[0], top_k, return_logits)
+        result["input"] = info
+        result["timings_ms"] = _ms(decode=decode_s, preprocess=preprocess_s, model=model_s,
+                                   total=time.perf_counter() - started)
+        return result
+
+    @bentoml.api(route="/predict_frames")
+    async def predict_frames(
+        self,
+        frames: np.ndarray,
+        top_k: int = Field(SERVE.top_k, description="how many glosses to return"),
+        fps: float = Field(25.0, gt=0, description="frame rate, for the duration metric"),
+        return_logits: bool = Field(False, description="also return the raw logits"),
+    ) -> dict[str, Any]:
+        """RGB uint8 frames ``(T, H, W, 3)`` (one clip) or ``(N, T, H, W, 3)`` (a batch of clips) as JSON.
+
+        One clip answers like ``/predict_video``; a batch answers ``{"predictions": [...]}``
+        in input order.
+        """
+        endpoint = "predict_frames"
+        m = metrics()
+        started = time.perf_counter()
+        try:
+            self._check_top_k(top_k)
+            t0 = time.perf_counter()
+            clips, single = self._check_frames(frames)
+            decode_s = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            stored = await asyncio.to_thread(self._frames_to_stored, clips)
+            preprocess_s = time.perf_counter() - t1
+        except Rejected as rejected:
+            return rejected.response()  # type: ignore[return-value]
+        m.stage_latency.labels(endpoint=endpoint, stage="decode").observe(decode_s)
+        m.stage_latency.labels(endpoint=endpoint, stage="preprocess").observe(preprocess_s)
+        for _ in range(clips.shape[0]):
+            m.input_frames.observe(clips.shape[1])
+            m.input_duration.observe(clips.shape[1] / fps)
+        logits, model_s = await self._forward(stored, endpoint)
+        timings = _ms(decode=decode_s, preprocess=preprocess_s, model=model_s, total=time.perf_counter() - started)
+        results = [self._result(row, top_k, return_logits) for row in logits]
+        if single:
+            return {**results[0], "timings_ms": timings}
+        return {"model_tag": self.tag, "predictions": results, "timings_ms": timings}
+
+    # ------------------------------------------------------------------ steps
+
+    def _check_top_k(self, top_k: int) -> None:
+        if not 1 <= top_k <= len(self.glosses):
+            raise Rejected("bad_top_k", f"top_k must be between 1 and {len(self.glosses)}, got {top_k}")
+
+    def _decode_video(self, path: Path) -> tuple[np.ndarray, dict[str, Any]]:
+        """Probe (limits first: a 4K or hour-long file is refused unread), then decode + preprocess."""
+        from signflow import video as video_io
+        from signflow.preprocess import decode_to_stored
+
+        try:
+            info = video_io.probe(path)
+        except video_io.VideoError as error:
+            raise Rejected(error.reason, error.detail.replace(str(path.parent), "").lstrip("/")) from None
+        if info.width > SERVE.max_width or info.height > SERVE.max_height:
+            raise Rejected(
+                "resolution_too_large",
+                f"{info.width}x{info.height} is larger than {SERVE.max_width}x{SERVE.max_height} (serve.max_width/height)",
+            )
+        if info.duration_s > SERVE.max_duration_s:
+            raise Rejected("too_long", f"{info.duration_s:.1f} s is longer than {SERVE.max_duration_s:g} s (serve.max_duration_s)")
+        if info.num_frames > SERVE.max_frames:
+            raise Rejected("too_many_frames", f"{info.num_frames} frames, the limit is {SERVE.max_frames} (serve.max_frames)")
+        try:
+            stored, count = decode_to_stored(path, config=self.preprocess, max_frames=SERVE.max_frames)
+        except video_io.VideoError as error:
+            reason = "too_many_frames" if error.reason == "too_large" else error.reason
+            raise Rejected(reason, error.detail) from None
+        duration = count / info.fps if info.fps else info.duration_s
+        return stored, {"frames": int(count), "fps": round(info.fps, 3), "duration_s": round(duration, 3),
+                        "width": info.width, "height": info.height, "codec": info.codec}
+
+    def _check_frames(self, frames: np.ndarray) -> tuple[np.ndarray, bool]:
+        """``(T,H,W,3)`` or ``(N,T,H,W,3)`` integer RGB in 0..255 within the serve limits -> uint8 5-D."""
+        array = np.asarray(frames)
+        if array.size == 0:
+            raise Rejected("empty_batch", f"no frames (shape {array.shape})")
+        if array.ndim not in (4, 5) or array.shape[-1] != 3:
+            raise Rejected("bad_shape", f"expected (T, H, W, 3) or (N, T, H, W, 3) RGB frames, got shape {array.shape}")
+        if array.dtype != np.uint8:
+            if not np.issubdtype(array.dtype, np.integer):
+                raise Rejected("bad_dtype", f"frames must be integers 0..255 (uint8 RGB), got {array.dtype}")
+            if array.min() < 0 or array.max() > 255:
+                raise Rejected("bad_dtype", f"frame values must be in 0..255, got {array.min()}..{array.max()}")
+            array = array.astype(np.uint8)
+        single = array.ndim == 4
+        clips = array[None] if single else array
+        count, length, height, width = clips.shape[:4]
+        if count > SERVE.max_batch_size:
+            raise Rejected("batch_too_large", f"{count} clips in one request, the limit is {SERVE.max_batch_size}")
+        if length > SERVE.max_frames:
+            raise Rejected("too_many_frames", f"{length} frames per clip, the limit is {SERVE.max_frames}")
+        if width > SERVE.max_width or height > SERVE.max_height:
+            raise Rejected("resolution_too_large", f"{width}x{height} frames, the limit is {SERVE.max_width}x{SERVE.max_height}")
+        return clips, single
+
+    def _frames_to_stored(self, clips: np.ndarray) -> np.ndarray:
+        from signflow import video as video_io
+        from signflow.preprocess import frames_to_stored
+
+        try:
+            return np.stack([frames_to_stored(clip, None, self.preprocess)[0] for clip in clips])
+        except video_io.VideoError as error:
+            raise Rejected(error.reason, error.detail) from None
+
+    def _as_batch(self, stored: np.ndarray) -> np.ndarray:
+        expected = self.preprocess.stored_shape
+        if stored.shape != expected or stored.dtype != np.uint8:
+            raise RuntimeError(f"preprocess produced {stored.shape} {stored.dtype}, the model expects {expected} uint8")
+        return stored[None]
+
+    async def _forward(self, batch: np.ndarray, endpoint: str) -> tuple[np.ndarray, float]:
+        t0 = time.perf_counter()
+        logits = np.asarray(await self.model.to_async.logits(batch), dtype=np.float32)
+        elapsed = time.perf_counter() - t0
+        metrics().stage_latency.labels(endpoint=endpoint, stage="model").observe(elapsed)
+        return logits, elapsed
+
+    def _result(self, logits: np.ndarray, top_k: int, return_logits: bool) -> dict[str, Any]:
+        m = metrics()
+        shifted = logits.astype(np.float64) - logits.max()
+        probs = np.exp(shifted) / np.exp(shifted).sum()
+        order = np.argsort(-probs, kind="stable")[:top_k]
+        top = [{"gloss": self.glosses[i], "label": int(i), "probability": float(probs[i])} for i in order]
+        confidence = float(probs[order[0]])
+        low = confidence < SERVE.low_confidence
+        m.predictions.labels(gloss=top[0]["gloss"]).inc()
+        m.top1_confidence.observe(confidence)
+        if low:
+            m.low_confidence.inc()
+        if self.drift is not None:
+            score = self.drift.update(probs[None])
+            if score is not None:
+                drift_gauge().set(score)
+        result: dict[str, Any] = {"model_tag": self.tag, "top_k": top, "low_confidence": low}
+        if return_logits:
+            result["logits"] = [float(x) for x in logits]
+        return result
+
+
+Signflow.add_asgi_middleware(
+    GuardMiddleware,
+    protected_prefixes=("/predict_video", "/predict_frames"),
+    max_body_bytes=int(SERVE.max_upload_mb * 1024**2),
+    api_key=_api_key(),
+)
+
+
+def _ms(**seconds: float) -> dict[str, float]:
+    return {name: round(value * 1000.0, 3) for name, value in seconds.items()}

@@ -1,0 +1,187 @@
+"""Inference: a trained model folder -> glosses for videos, frames or stored clips.
+
+:class:`Predictor` is the one path from pixels to probabilities outside training:
+the evaluate stage scores the test split through :meth:`Predictor.logits`, and the
+service calls :meth:`Predictor.preprocess_video` + :meth:`Predictor.predict`, so a
+served clip goes through exactly the code that produced the reported metrics.
+
+Pipeline for one video: :func:`signflow.preprocess.decode_to_stored` (crop, resize,
+``stored_frames`` uniform frames; the extract stage's own code and config, saved in
+the model file) -> :func:`signflow.sampling.clip_indices` (``seq_len`` frames; with
+``clips > 1`` several evenly spaced windows whose logits are averaged) ->
+:func:`signflow.transforms.to_model_input` -> the network.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from signflow.models import input_layout, load_model_file
+from signflow.sampling import clip_indices
+from signflow.transforms import InputConfig, to_model_input
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.pt"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: int
+    gloss: str
+    probability: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "gloss": self.gloss, "probability": self.probability}
+
+
+class Predictor:
+    """A loaded model plus the exact preprocessing it was trained with."""
+
+    def __init__(self, model: torch.nn.Module, meta: dict[str, Any], *, device: str | torch.device = "cpu"):
+        self.model = model.eval()
+        self.meta = meta
+        self.device = torch.device(device)
+        self.arch: str = meta["arch"]
+        self.label_map: list[str] = list(meta["label_map"])
+        preprocess: dict[str, Any] = dict(meta.get("preprocess") or {})
+        self.preprocess = preprocess
+        self.seq_len = int(meta["input"]["seq_len"])
+        self.input_config = InputConfig(
+            mean=preprocess.get("mean"),
+            std=preprocess.get("std"),
+            layout=preprocess.get("layout", input_layout(self.arch)),
+        )
+        self._preprocess_config = None
+
+    @classmethod
+    def load(cls, model_dir: str | os.PathLike[str], device: str | torch.device = "cpu") -> Predictor:
+        """Load ``<model_dir>/model.pt`` (or a model file path); ``torch.load(weights_only=True)`` inside."""
+        path = Path(model_dir)
+        if path.is_dir():
+            path = path / MODEL_FILE
+        model, meta = load_model_file(path, device=device)
+        log.info("loaded %s (%d glosses) from %s", meta["arch"], meta["num_classes"], path)
+        return cls(model, meta, device=device)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.label_map)
+
+    @property
+    def stored_ndim(self) -> int:
+        """Dimensions of one stored clip: ``(S, H, W, 3)`` for video models, ``(S, J, C)`` for landmarks."""
+        return 3 if self.input_config.layout == "TJC" else 4
+
+    @property
+    def preprocess_config(self) -> Any:
+        """The extract stage's :class:`signflow.preprocess.PreprocessConfig` saved with the model."""
+        if self.input_config.layout == "TJC":
+            raise ValueError(
+                f"{self.arch} reads landmark sequences: videos need the MediaPipe landmarks extractor "
+                "(signflow.landmarks), not RGB frame preprocessing"
+            )
+        if self._preprocess_config is None:
+            from signflow.preprocess import PreprocessConfig
+
+            fields = {k: v for k, v in self.preprocess.items() if k in PreprocessConfig.model_fields}
+            self._preprocess_config = PreprocessConfig.model_validate(fields)
+        return self._preprocess_config
+
+    # ------------------------------------------------------------------ preprocessing
+
+    def preprocess_video(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        box: Sequence[int] | None = None,
+        max_frames: int | None = None,
+        start: int = 0,
+        stop: int | None = None,
+    ) -> np.ndarray:
+        """Decode a video into one stored clip ``uint8 (stored_frames, S, S, 3)``.
+
+        Raises :class:`signflow.video.VideoError` (with a ``reason``) for unusable videos.
+        """
+        from signflow.preprocess import decode_to_stored
+
+        config = self.preprocess_config
+        stored, _ = decode_to_stored(
+            path, start=start, stop=stop, box=box if config.use_bbox else None, config=config, max_frames=max_frames
+        )
+        return stored
+
+    def preprocess_frames(
+        self, frames: np.ndarray | Iterable[np.ndarray], box: Sequence[int] | None = None
+    ) -> np.ndarray:
+        """RGB ``uint8 (H, W, 3)`` frames already in memory -> one stored clip."""
+        from signflow.preprocess import frames_to_stored
+
+        config = self.preprocess_config
+        stored, _ = frames_to_stored(frames, box if config.use_bbox else None, config)
+        return stored
+
+    # ------------------------------------------------------------------ scoring
+
+    @torch.inference_mode()
+    def logits(self, stored_batch: np.ndarray | torch.Tensor, clips: int = 1, *, batch_size: int = 32) -> np.ndarray:
+        """``(B, stored_frames, ...)`` stored clips -> ``(B, num_classes)`` logits.
+
+        ``clips > 1``: the logits of ``clips`` evenly spaced temporal windows are
+        averaged (test-time augmentation); 1 is plain uniform sampling, exactly what
+        training validated on.
+        """
+        batch = stored_batch if isinstance(stored_batch, torch.Tensor) else torch.as_tensor(np.asarray(stored_batch))
+        if batch.dim() != self.stored_ndim + 1:
+            raise ValueError(
+                f"expected a batch of stored clips with {self.stored_ndim + 1} dims, got shape {tuple(batch.shape)}"
+            )
+        if batch.shape[0] == 0:
+            return np.zeros((0, self.num_classes), dtype=np.float32)
+        indices = torch.from_numpy(clip_indices(int(batch.shape[1]), self.seq_len, clips))  # (clips, seq_len)
+        windows = batch[:, indices]  # (B, clips, seq_len, ...)
+        flat = windows.reshape(-1, *windows.shape[2:])
+        outputs = []
+        for begin in range(0, flat.shape[0], batch_size):
+            x = to_model_input(flat[begin : begin + batch_size].to(self.device), self.input_config)
+            outputs.append(self.model(x).float().cpu())
+        logits = torch.cat(outputs).reshape(batch.shape[0], indices.shape[0], -1).mean(dim=1)
+        return logits.numpy()
+
+    def probabilities(self, stored_batch: np.ndarray | torch.Tensor, clips: int = 1) -> np.ndarray:
+        logits = torch.from_numpy(self.logits(stored_batch, clips))
+        return torch.softmax(logits, dim=1).numpy()
+
+    def predict(
+        self, stored: np.ndarray | torch.Tensor, *, k: int = 5, clips: int = 1
+    ) -> list[Prediction] | list[list[Prediction]]:
+        """Top-``k`` glosses with probabilities, for one stored clip or a batch of them."""
+        array = np.asarray(stored)
+        single = array.ndim == self.stored_ndim
+        probabilities = self.probabilities(array[None] if single else array, clips)
+        k = max(1, min(k, self.num_classes))
+        results = []
+        for row in probabilities:
+            top = np.argsort(-row, kind="stable")[:k]
+            results.append([Prediction(int(c), self.label_map[int(c)], float(row[c])) for c in top])
+        return results[0] if single else results
+
+    def predict_video(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        k: int = 5,
+        clips: int = 1,
+        box: Sequence[int] | None = None,
+        max_frames: int | None = None,
+    ) -> list[Prediction]:
+        """Decode + preprocess + top-``k`` for one video file."""
+        return self.predict(self.preprocess_video(path, box=box, max_frames=max_frames), k=k, clips=clips)

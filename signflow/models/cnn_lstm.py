@@ -1,0 +1,172 @@
+"""CNN-LSTM: a 2D backbone applied to every frame, then an LSTM over time.
+
+Input ``(B, T, C, H, W)`` float (normalised, see :mod:`signflow.transforms`).
+The model is split into two halves on purpose:
+
+- :meth:`CnnLstm.backbone_features` ``(B, T, C, H, W) -> (B, T, F)``: the per-frame
+  2D CNN (TimeDistributed: frames are folded into the batch);
+- :meth:`CnnLstm.forward_features` ``(B, T, F) -> logits``: LSTM, pooling, head.
+
+so that with a frozen backbone the training side can compute per-frame features
+once and train only the temporal half on them (the feature cache).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+from torchvision.models import mobilenet_v2
+
+from signflow.config import CnnLstmParams
+
+log = logging.getLogger(__name__)
+
+# Total spatial stride of each backbone: frames smaller than this reach the
+# last block as less than one pixel, so the deepest features see padding only.
+BACKBONE_STRIDE = {"small_cnn": 16, "mobilenet_v2": 32}
+# Frames the temporal model needs to say anything about motion.
+MIN_SEQ_LEN = 2
+
+
+class SmallCNN(nn.Module):
+    """A small, fast per-frame CNN for CPU runs: 4 stride-2 conv blocks, global average pool.
+
+    About 0.17M parameters and ~8M multiply-adds per 64x64 frame (MobileNetV2's
+    features: 2.2M parameters, ~25M multiply-adds at 64x64, and far slower on CPU
+    because of its 52 layers).
+    """
+
+    widths = (24, 48, 96, 128)
+
+    def __init__(self) -> None:
+        super().__init__()
+        blocks = []
+        in_channels = 3
+        for width in self.widths:
+            blocks.append(
+                nn.Sequential(
+                    nn.Conv2d(in_channels, width, kernel_size=3, stride=2, padding=1, bias=False),
+                    nn.BatchNorm2d(width),
+                    nn.ReLU(inplace=True),
+                    nn.Conv2d(width, width, kernel_size=3, padding=1, groups=width, bias=False),
+                    nn.BatchNorm2d(width),
+                    nn.ReLU(inplace=True),
+                )
+            )
+            in_channels = width
+        self.blocks = nn.Sequential(*blocks)
+        self.out_features = in_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(x)
+
+
+class FrameBackbone(nn.Module):
+    """A 2D CNN (an ``nn.Sequential`` of blocks) + global average pooling: ``(N, C, H, W) -> (N, F)``."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        self.name = name
+        if name == "small_cnn":
+            cnn = SmallCNN()
+            self.blocks: nn.Sequential = cnn.blocks
+            self.out_features = cnn.out_features
+        elif name == "mobilenet_v2":
+            # torchvision's layout (features.0 ... features.18) is kept so ImageNet
+            # weights load by name; the classifier is dropped.
+            self.blocks = mobilenet_v2(weights=None).features
+            self.out_features = 1280
+        else:
+            raise ValueError(f"unknown cnn_lstm backbone {name!r} (expected small_cnn or mobilenet_v2)")
+        self.pool = nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.pool(self.blocks(x)), 1)
+
+
+class AttentionPool(nn.Module):
+    """Softmax-weighted mean over time; the weights come from a small MLP on each step."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.score = nn.Sequential(nn.Linear(dim, max(1, dim // 2)), nn.Tanh(), nn.Linear(max(1, dim // 2), 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights = torch.softmax(self.score(x).squeeze(-1), dim=1)  # (B, T)
+        return torch.einsum("bt,btd->bd", weights, x)
+
+
+class CnnLstm(nn.Module):
+    """Per-frame 2D backbone -> (Bi)LSTM -> pooling over time -> dropout + linear."""
+
+    def __init__(self, params: CnnLstmParams, num_classes: int, *, dropout: float):
+        super().__init__()
+        self.params = params
+        self.backbone = FrameBackbone(params.backbone)
+        self.feature_dim = self.backbone.out_features
+        self.lstm = nn.LSTM(
+            self.feature_dim,
+            params.hidden,
+            num_layers=params.layers,
+            batch_first=True,
+            bidirectional=params.bidirectional,
+            # nn.LSTM applies dropout between layers only; it warns when there is one layer.
+            dropout=dropout if params.layers > 1 else 0.0,
+        )
+        out_dim = params.hidden * (2 if params.bidirectional else 1)
+        self.attention = AttentionPool(out_dim) if params.pooling == "attention" else None
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(out_dim, num_classes))
+        self._frozen_blocks = self._apply_freeze(params)
+
+    def _apply_freeze(self, params: CnnLstmParams) -> int:
+        blocks = list(self.backbone.blocks)
+        if params.freeze == "none":
+            frozen = 0
+        elif params.freeze == "all":
+            frozen = len(blocks)
+        else:  # last_n: train only the last ``trainable_blocks`` blocks
+            frozen = max(0, len(blocks) - params.trainable_blocks)
+        for block in blocks[:frozen]:
+            block.requires_grad_(False)
+        return frozen
+
+    @property
+    def backbone_frozen(self) -> bool:
+        """True when no backbone parameter trains (the feature cache then applies)."""
+        return not any(p.requires_grad for p in self.backbone.parameters())
+
+    def train(self, mode: bool = True) -> CnnLstm:
+        super().train(mode)
+        # Frozen blocks stay in eval mode: their BatchNorm statistics must not drift
+        # (they would, from augmented batches), or cached features would go stale.
+        for block in list(self.backbone.blocks)[: self._frozen_blocks]:
+            block.eval()
+        return self
+
+    def backbone_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, T, C, H, W) -> (B, T, F)``: the 2D backbone on every frame."""
+        if x.dim() != 5:
+            raise ValueError(f"cnn_lstm expects (B, T, C, H, W) input, got shape {tuple(x.shape)}")
+        batch, steps = x.shape[:2]
+        features = self.backbone(x.reshape(batch * steps, *x.shape[2:]))
+        return features.reshape(batch, steps, -1)
+
+    def forward_features(self, features: torch.Tensor) -> torch.Tensor:
+        """``(B, T, F) -> (B, num_classes)`` logits: LSTM, pooling over time, head."""
+        outputs, (hidden, _) = self.lstm(features)
+        if self.params.pooling == "last":
+            # The final hidden state of the last layer, both directions: the backward
+            # direction's "last" state is at t=0, so outputs[:, -1] would be wrong for it.
+            directions = 2 if self.params.bidirectional else 1
+            pooled = torch.cat(list(hidden[-directions:]), dim=-1)
+        elif self.params.pooling == "mean":
+            pooled = outputs.mean(dim=1)
+        else:
+            assert self.attention is not None
+            pooled = self.attention(outputs)
+        return self.head(pooled)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(self.backbone_features(x))

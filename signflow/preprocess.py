@@ -1,0 +1,333 @@
+"""The one video -> stored-frames implementation, shared by extract and serving.
+
+Extract turns every training video into ``stored_frames`` RGB frames of
+``frame_size`` x ``frame_size``; serving must turn an uploaded clip into exactly
+the same kind of array, or the model sees different inputs in production than
+in training. Both call this module, with the :class:`PreprocessConfig` that
+extract writes to ``data/features/preprocess.json`` (and train copies into the
+model folder).
+
+Per frame, as it is decoded (so memory holds small frames only, never a
+full-resolution clip): crop to the box (integer pixel slice, no copy), resize
+with ``cv2.INTER_AREA`` (the anti-aliased choice for downscaling) so the longer
+side is ``frame_size``, and, when ``square`` is set, letterbox the shorter side
+with black so the signer's proportions are never distorted. Then
+:func:`signflow.sampling.uniform_indices` picks ``stored_frames`` frames spread
+evenly over the clip (a clip shorter than that keeps every frame and repeats
+its first/last frames, never stretching time).
+"""
+
+from __future__ import annotations
+
+import csv
+import multiprocessing
+import os
+import shutil
+import time
+from collections import deque
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from tqdm import tqdm
+
+from signflow import atomic, sampling, video
+from signflow.config import CropParams, ExtractParams
+from signflow.shards import ShardWriter
+
+Box = Sequence[int] | None
+
+
+class PreprocessConfig(BaseModel):
+    """Everything that decides the stored pixels; saved next to the features and the model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seq_len: int = Field(16, ge=1, description="frames the model sees per clip")
+    stored_frames: int = Field(32, ge=1, description="frames stored per clip (>= seq_len)")
+    frame_size: int = Field(64, ge=8, description="square output side in pixels")
+    min_frames: int = Field(1, ge=1, description="clips with fewer decoded frames are rejected (too_short)")
+    use_bbox: bool = True
+    margin: float = Field(0.1, ge=0.0)
+    square: bool = Field(True, description="letterbox instead of stretching non-square crops")
+
+    @model_validator(mode="after")
+    def _stored_covers_seq(self) -> PreprocessConfig:
+        if self.stored_frames < self.seq_len:
+            raise ValueError(f"stored_frames ({self.stored_frames}) must be >= seq_len ({self.seq_len})")
+        return self
+
+    @classmethod
+    def from_params(cls, extract: ExtractParams, crop: CropParams) -> PreprocessConfig:
+        return cls(
+            seq_len=extract.seq_len,
+            stored_frames=extract.stored_frames,
+            frame_size=extract.frame_size,
+            min_frames=extract.min_frames,
+            use_bbox=crop.use_bbox,
+            margin=crop.margin,
+            square=crop.square,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    @property
+    def stored_shape(self) -> tuple[int, int, int, int]:
+        return (self.stored_frames, self.frame_size, self.frame_size, 3)
+
+
+def resize_frame(frame: np.ndarray, box: Box, config: PreprocessConfig) -> np.ndarray:
+    """Crop one ``(H, W, 3)`` RGB frame to ``box`` and resize it to ``frame_size`` square."""
+    if frame.ndim != 3 or frame.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) RGB frame, got shape {frame.shape}")
+    if box is not None:
+        x0, y0, x1, y1 = (int(v) for v in box)
+        height, width = frame.shape[:2]
+        # Boxes are planned on the probed size; clip again in case the decoded size differs.
+        x0, x1 = max(0, min(x0, width - 1)), max(1, min(x1, width))
+        y0, y1 = max(0, min(y0, height - 1)), max(1, min(y1, height))
+        if x1 > x0 and y1 > y0:
+            frame = frame[y0:y1, x0:x1]
+    size = config.frame_size
+    height, width = frame.shape[:2]
+    if not config.square or height == width:
+        return cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
+    scale = size / max(height, width)
+    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    small = cv2.resize(frame, (new_w, new_h), interpolation=cv2.INTER_AREA)
+    out = np.zeros((size, size, 3), dtype=np.uint8)
+    top, left = (size - new_h) // 2, (size - new_w) // 2
+    out[top : top + new_h, left : left + new_w] = small
+    return out
+
+
+def _sample(frames: list[np.ndarray], config: PreprocessConfig, name: str) -> tuple[np.ndarray, int]:
+    count = len(frames)
+    if count == 0:
+        raise video.VideoError("no_frames", f"{name}: no frames in the requested range")
+    if count < config.min_frames:
+        raise video.VideoError("too_short", f"{name}: {count} frames, fewer than min_frames={config.min_frames}")
+    indices = sampling.uniform_indices(count, config.stored_frames)
+    return np.stack([frames[i] for i in indices]), count
+
+
+def decode_to_stored(
+    path: str | os.PathLike[str],
+    *,
+    start: int = 0,
+    stop: int | None = None,
+    box: Box = None,
+    config: PreprocessConfig,
+    max_frames: int | None = None,
+) -> tuple[np.ndarray, int]:
+    """Decode ``[start, stop)`` of a video once into ``(stored_frames, S, S, 3)`` uint8, plus the source count.
+
+    ``stop`` past the end of the video is clamped to the decoded length (WLASL's
+    frame_end defect); ``max_frames`` bounds work on untrusted uploads
+    (``too_large``). Raises :class:`signflow.video.VideoError` with a reason.
+    """
+    small: list[np.ndarray] = []
+    name = Path(path).name
+    for _, frame in video.iter_frames(path, start, stop):
+        small.append(resize_frame(frame, box, config))
+        if max_frames is not None and len(small) > max_frames:
+            raise video.VideoError("too_large", f"{name}: more than {max_frames} frames")
+    if not small and start > 0:
+        raise video.VideoError("no_frames", f"{name}: frame range starts at {start}, past the end of the video")
+    return _sample(small, config, name)
+
+
+def frames_to_stored(
+    frames: np.ndarray | Iterable[np.ndarray], box: Box, config: PreprocessConfig
+) -> tuple[np.ndarray, int]:
+    """The same as :func:`decode_to_stored` for frames already in memory (RGB uint8 ``(H, W, 3)`` each)."""
+    small = [resize_frame(np.asarray(frame, dtype=np.uint8), box, config) for frame in frames]
+    return _sample(small, config, "frames")
+
+
+# --------------------------------------------------------------------------- batch extraction (the extract stage)
+#
+# Lives here, next to the per-clip code, because it is nothing but decode_to_stored
+# applied to every crop plan, in parallel, streamed into shards.
+
+SKIPPED_COLUMNS = ("video_id", "reason", "detail")
+PREPROCESS_NAME = "preprocess.json"
+SKIPPED_NAME = "skipped.csv"
+SPLITS = ("train", "val", "test")
+
+_worker_state: dict[str, Any] = {}
+
+
+def _init_worker(raw_dir: str, config_json: dict[str, Any]) -> None:
+    # One OpenCV thread per process: the pool already uses every core, and nested
+    # thread pools only add contention (measured in benchmarks/bench_extract.py).
+    cv2.setNumThreads(1)
+    _worker_state["raw_dir"] = Path(raw_dir)
+    _worker_state["config"] = PreprocessConfig.model_validate(config_json)
+
+
+def _extract_chunk(plans: list[dict[str, Any]]) -> list[tuple[np.ndarray | None, int, str, str]]:
+    """Worker: ``(frames or None, source_frames, reason, detail)`` per plan, in order."""
+    raw_dir: Path = _worker_state["raw_dir"]
+    config: PreprocessConfig = _worker_state["config"]
+    out: list[tuple[np.ndarray | None, int, str, str]] = []
+    for plan in plans:
+        try:
+            frames, count = decode_to_stored(
+                raw_dir / plan["file"],
+                start=plan["start"],
+                stop=plan["stop"],
+                box=plan["box"] if config.use_bbox else None,
+                config=config,
+            )
+            out.append((frames, count, "", ""))
+        except video.VideoError as error:
+            out.append((None, 0, error.reason, error.detail))
+    return out
+
+
+def _ordered_parallel(
+    chunks: Iterable[list[dict[str, Any]]], workers: int, initargs: tuple[Any, ...]
+) -> Iterable[list[tuple[np.ndarray | None, int, str, str]]]:
+    """Results of :func:`_extract_chunk` in input order, with a bounded number of chunks in flight.
+
+    ``Pool.imap`` would also keep order, but its feeder thread submits every task at
+    once and finished results pile up behind a slow one; a fixed window of
+    outstanding chunks keeps memory bounded whatever the data set size.
+    """
+    if workers <= 1:
+        _init_worker(*initargs)
+        for chunk in chunks:
+            yield _extract_chunk(chunk)
+        return
+    window = workers * 3
+    with multiprocessing.get_context("fork").Pool(workers, initializer=_init_worker, initargs=initargs) as pool:
+        pending: deque = deque()
+        for chunk in chunks:
+            pending.append(pool.apply_async(_extract_chunk, (chunk,)))
+            if len(pending) >= window:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+def _chunked(items: Sequence[dict[str, Any]], size: int) -> Iterable[list[dict[str, Any]]]:
+    for begin in range(0, len(items), size):
+        yield list(items[begin : begin + size])
+
+
+def folder_bytes(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """``(files, bytes)`` under ``path`` (the on-disk cost the benchmark reports)."""
+    files = total = 0
+    for item in Path(path).rglob("*"):
+        if item.is_file():
+            files += 1
+            total += item.stat().st_size
+    return files, total
+
+
+def extract_features(
+    plans: Sequence[dict[str, Any]],
+    raw_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    config: PreprocessConfig,
+    *,
+    shard_bytes: int = 512 * 1024**2,
+    num_workers: int = 1,
+    chunk_size: int = 4,
+    carried_skips: Iterable[dict[str, str]] = (),
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Decode every planned video once into per-split shard folders under ``out_dir``; returns the summary.
+
+    ``out_dir`` appears complete or not at all (built under a temporary name).
+    Unusable videos go to ``skipped.csv`` with a reason and never stop the run;
+    ``carried_skips`` (the crop stage's) are added so one list holds them all.
+    """
+    out_dir = Path(out_dir)
+    # Leftovers of a killed earlier run of this same output (never other outputs' temporaries).
+    for leftover in out_dir.parent.glob(f"{atomic.TMP_PREFIX}{out_dir.name}.*"):
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+
+    bad_split = sorted({p["split"] for p in plans} - set(SPLITS))
+    if bad_split:
+        raise ValueError(f"plans name unknown splits {bad_split}; expected {SPLITS}")
+    began = time.perf_counter()
+    fields = {"frames": (config.stored_shape, "uint8")}
+    skipped: list[tuple[str, str, str]] = [(s["video_id"], s["reason"], s["detail"]) for s in carried_skips]
+    carried = len(skipped)
+    per_split = dict.fromkeys(SPLITS, 0)
+    source_frames = 0
+    with atomic.atomic_path(out_dir, is_dir=True) as tmp:
+        writers = {
+            split: ShardWriter(
+                tmp / split,
+                fields,
+                shard_bytes=shard_bytes,
+                metadata={"kind": "video", "split": split, "preprocess": config.to_json()},
+            )
+            for split in SPLITS
+        }
+        for writer in writers.values():
+            writer.__enter__()
+        try:
+            results = _ordered_parallel(
+                _chunked(plans, chunk_size), num_workers, (os.fspath(raw_dir), config.to_json())
+            )
+            bar = tqdm(total=len(plans), desc="extract", unit="video", disable=not progress)
+            position = 0
+            for chunk_results in results:
+                for frames, count, reason, detail in chunk_results:
+                    plan = plans[position]
+                    position += 1
+                    bar.update(1)
+                    if frames is None:
+                        skipped.append((plan["video_id"], reason, detail))
+                        continue
+                    writers[plan["split"]].add(
+                        {"frames": frames},
+                        video_id=plan["video_id"],
+                        label=int(plan["label"]),
+                        gloss=plan["gloss"],
+                        source_frames=int(count),
+                    )
+                    per_split[plan["split"]] += 1
+                    source_frames += int(count)
+            bar.close()
+        except BaseException as error:
+            for writer in writers.values():
+                writer.__exit__(type(error), error, error.__traceback__)
+            raise
+        for writer in writers.values():
+            writer.__exit__(None, None, None)
+        atomic.write_json(tmp / PREPROCESS_NAME, config.to_json())
+        with open(tmp / SKIPPED_NAME, "w", newline="", encoding="utf-8") as handle:
+            writer_csv = csv.writer(handle)
+            writer_csv.writerow(SKIPPED_COLUMNS)
+            writer_csv.writerows(skipped)
+    seconds = time.perf_counter() - began
+    files, total_bytes = folder_bytes(out_dir)
+    ok = sum(per_split.values())
+    by_reason: dict[str, int] = {}
+    for _, reason, _ in skipped:
+        by_reason[reason] = by_reason.get(reason, 0) + 1
+    return {
+        "videos": len(plans) + carried,
+        "extracted": ok,
+        "skipped": len(skipped),
+        "skipped_by_reason": by_reason,
+        "per_split": per_split,
+        "source_frames": source_frames,
+        "stored_frames": ok * config.stored_frames,
+        "files": files,
+        "bytes": total_bytes,
+        "seconds": round(seconds, 3),
+        "videos_per_s": round(len(plans) / seconds, 2) if seconds > 0 else None,
+    }

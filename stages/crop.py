@@ -1,0 +1,51 @@
+"""Stage ``crop``: plan each video's signer crop and frame range (extract applies the plans).
+
+Inputs:  ``<split>/manifest.csv`` (split stage), the videos under ``<raw>`` (probed, not decoded)
+Outputs: ``<out>/plans.jsonl`` (one plan per usable video), ``<out>/skipped.csv`` (unreadable videos, with reasons)
+Params:  ``crop`` (use_bbox, margin, square)
+Run:     ``python -m stages.crop --params params.yaml --raw data/raw --split data/split --out data/crop``
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from signflow import crop, splits
+from signflow.config import ParamsError, load_params
+
+log = logging.getLogger("stages.crop")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml", help="params file (reads the 'crop' section)")
+    parser.add_argument("--raw", required=True, help="download output folder (videos)")
+    parser.add_argument("--split", required=True, help="split output folder (manifest.csv)")
+    parser.add_argument("--out", required=True, help="output folder for plans.jsonl and skipped.csv")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    try:
+        params = load_params(args.params).crop
+        if not Path(args.raw).is_dir():
+            raise FileNotFoundError(f"{args.raw}: raw data folder not found; run the download stage first")
+        records = splits.read_manifest(Path(args.split) / splits.MANIFEST_NAME)
+    except (ParamsError, FileNotFoundError, ValueError) as error:
+        print(f"crop: error: {error}", file=sys.stderr)
+        return 2
+
+    summary = crop.write_plans(crop.plan_all(records, args.raw, params), args.out)
+    if summary["skipped"]:
+        log.warning("%d videos could not be read; see %s", summary["skipped"], Path(args.out) / crop.SKIPPED_NAME)
+    print(
+        f"crop: {summary['planned']} plans ({summary['full_frame']} full frame, {summary['noted']} with notes), "
+        f"{summary['skipped']} skipped"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

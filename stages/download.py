@@ -1,0 +1,69 @@
+"""Stage ``download``: obtain the videos and write the ``data/raw`` contract.
+
+Inputs:  ``data.source`` = ``synthetic`` (generated offline, the default), ``wlasl``
+         (``data.wlasl.index`` path or URL; videos over HTTP(S)) or ``local`` (folder/archive)
+Outputs: ``<out>/videos/<video_id>.<ext>``, ``<out>/index.json`` (WLASL schema + ``file``),
+         ``<out>/status.csv``; ``--report`` counts by status (DVC metrics)
+Params:  ``data``
+Run:     ``python -m stages.download --params params.yaml --out data/raw --report reports/download.json``
+
+``<out>`` is assembled in a temporary sibling folder and renamed into place, so a
+killed run leaves no half-written ``data/raw``. WLASL downloads themselves are
+kept in ``--cache-dir`` (outside the DVC output), so a killed or repeated run
+resumes instead of downloading everything again; ``<out>/videos`` is then
+hard-linked (or copied) from that cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+from signflow import atomic
+from signflow.config import ParamsError, load_params
+from signflow.index import IndexFormatError
+from signflow.sources import SourceError, run_download
+
+log = logging.getLogger("stages.download")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml", help="params file (reads the 'data' section)")
+    parser.add_argument("--out", required=True, help="output folder (data/raw)")
+    parser.add_argument("--report", default=None, help="metrics json: counts by status")
+    parser.add_argument(
+        "--cache-dir",
+        default="data/.download-cache",
+        help="persistent WLASL download cache, outside the DVC output (resumable downloads)",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    out = Path(args.out)
+    try:
+        params = load_params(args.params).data
+        # Leftovers of a killed run of this stage only (other stages' temporaries are not ours).
+        for leftover in out.parent.glob(f"{atomic.TMP_PREFIX}{out.name}.*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        with atomic.atomic_path(out, is_dir=True) as tmp:
+            summary = run_download(params, tmp, cache_dir=args.cache_dir)
+    except (ParamsError, IndexFormatError, SourceError, OSError) as error:
+        message = str(error).replace("\n", "; ")
+        print(f"download: error: {message}", file=sys.stderr)
+        return 2
+    if args.report:
+        atomic.write_json(args.report, summary)
+    print(
+        f"download ({summary['source']}): {summary['videos']} videos, {summary['ok']} ok, "
+        f"{summary['missing']} missing, {summary['http_error']} http_error, {summary['corrupt']} corrupt, "
+        f"{summary['skipped']} skipped -> {out}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,76 @@
+"""Stage ``extract``: decode every planned video once into fixed-size training clips, sharded per split.
+
+Inputs:  ``<crop>/plans.jsonl`` and ``<crop>/skipped.csv`` (crop stage), the videos under ``<raw>``
+Outputs: ``<out>/{train,val,test}/`` shard folders (field ``frames``: uint8 ``(stored_frames, S, S, 3)``),
+         ``<out>/preprocess.json``, ``<out>/skipped.csv``; ``--report`` summary (DVC metrics)
+Params:  ``extract`` (+ ``crop`` for the crop policy recorded in preprocess.json; ``landmarks`` when
+         ``extract.representation`` is ``landmarks``, which hands the work to :mod:`signflow.landmarks`)
+Run:     ``python -m stages.extract --params params.yaml --raw data/raw --crop data/crop --out data/features
+         --report reports/extract.json``
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+
+from signflow import atomic, crop, preprocess
+from signflow.config import ParamsError, load_params
+
+log = logging.getLogger("stages.extract")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml", help="params file (reads 'extract' and 'crop')")
+    parser.add_argument("--raw", required=True, help="download output folder (videos)")
+    parser.add_argument("--crop", required=True, help="crop output folder (plans.jsonl)")
+    parser.add_argument("--out", required=True, help="output folder for the per-split shards")
+    parser.add_argument("--report", required=True, help="metrics json: counts, frames, bytes")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs, CI)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    try:
+        params = load_params(args.params)
+        if not Path(args.raw).is_dir():
+            raise FileNotFoundError(f"{args.raw}: raw data folder not found; run the download stage first")
+        plans_path = Path(args.crop) / crop.PLANS_NAME
+        plans = [dataclasses.asdict(plan) for plan in crop.read_plans(plans_path)]
+    except (ParamsError, FileNotFoundError, ValueError) as error:
+        print(f"extract: error: {error}", file=sys.stderr)
+        return 2
+
+    if params.extract.representation == "landmarks":
+        # Helper process pool in its own venv (MediaPipe); same plans, same output layout.
+        from signflow import landmarks
+
+        summary = landmarks.extract_all(plans_path, args.raw, args.out, params, progress=not args.no_progress)
+    else:
+        config = preprocess.PreprocessConfig.from_params(params.extract, params.crop)
+        summary = preprocess.extract_features(
+            plans,
+            args.raw,
+            args.out,
+            config,
+            shard_bytes=params.extract.shard_mb * 1024**2,
+            num_workers=params.extract.num_workers,
+            chunk_size=params.extract.chunk_size,
+            carried_skips=crop.read_skipped(Path(args.crop) / crop.SKIPPED_NAME),
+            progress=not args.no_progress,
+        )
+    atomic.write_json(args.report, summary)
+    if summary.get("skipped"):
+        log.warning("%d videos skipped; see %s", summary["skipped"], Path(args.out) / preprocess.SKIPPED_NAME)
+    print(
+        f"extract ({params.extract.representation}): {summary.get('extracted')} clips "
+        f"{summary.get('per_split')}, {summary.get('skipped')} skipped"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

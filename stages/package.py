@@ -1,0 +1,57 @@
+"""Stage ``package``: pick the winning model and save it to the BentoML model store.
+
+Inputs:  ``--models`` (``model.pt``, ``preprocess.json`` of the current run), ``--metrics``
+         (``reports/evaluate/metrics.json``), optional ``--drift-reference`` (shipped with the model),
+         the run folders in ``package.candidates`` and the DVC experiments (``dvc exp show``).
+Outputs: ``--out`` (``reports/package.json``): the model tag, the winner and why it won, the ranking.
+         The model itself goes to the BentoML store (``$BENTOML_HOME``, default ``~/bentoml``),
+         outside the repo; the service serves the tag recorded here.
+Params:  ``package`` (model_name, metric, mode, candidates, experiments, tie_tolerance, measure_latency)
+Run:     ``python -m stages.package --params params.yaml --models models --metrics reports/evaluate/metrics.json
+         --out reports/package.json``
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from signflow import packaging
+from signflow.config import ParamsError, load_params
+
+log = logging.getLogger("stages.package")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml", help="params file (reads the 'package' section)")
+    parser.add_argument("--models", required=True, help="the current run's model folder (model.pt)")
+    parser.add_argument("--metrics", required=True, help="the current run's evaluate metrics.json")
+    parser.add_argument("--drift-reference", default=None, help="drift reference JSON to ship with the model")
+    parser.add_argument("--out", required=True, help="record of the choice (reports/package.json)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    try:
+        params = load_params(args.params)
+        record = packaging.package(
+            params,
+            model_dir=Path(args.models),
+            metrics_path=Path(args.metrics),
+            out=Path(args.out),
+            repo=Path(args.params).resolve().parent,
+            drift_reference=Path(args.drift_reference) if args.drift_reference else None,
+        )
+    except (ParamsError, packaging.PackagingError, FileNotFoundError, ValueError) as error:
+        print(f"package: error: {error}", file=sys.stderr)
+        return 2
+
+    print(packaging.candidate_table(record))
+    print(f"package: saved {record['model_tag']}: {record['reason']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,55 @@
+"""Stage ``split``: assign every downloaded video to train/val/test and a class label.
+
+Inputs:  ``<raw>/index.json`` (WLASL_v0.3 schema; instances with ``file`` were obtained)
+Outputs: ``<out>/manifest.csv``, ``<out>/label_map.json``; ``--report`` counts per split and class (DVC metrics)
+Params:  ``split`` (strategy official | random | signer, nslt_file, val/test fractions, seed)
+Run:     ``python -m stages.split --params params.yaml --raw data/raw --out data/split --report reports/split.json``
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from signflow import atomic, splits
+from signflow.config import ParamsError, load_params
+from signflow.index import IndexFormatError, load_index
+
+log = logging.getLogger("stages.split")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml", help="params file (reads the 'split' section)")
+    parser.add_argument("--raw", required=True, help="download output folder (index.json + videos)")
+    parser.add_argument("--out", required=True, help="output folder for manifest.csv and label_map.json")
+    parser.add_argument("--report", required=True, help="metrics json: counts per split and per class")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    try:
+        params = load_params(args.params).split
+        raw = Path(args.raw)
+        if not (raw / "index.json").is_file():
+            raise FileNotFoundError(f"{raw / 'index.json'} not found; run the download stage first")
+        entries, missing = splits.drop_missing_files(load_index(raw / "index.json"), raw)
+        result = splits.split_index(entries, params, base_dir=Path(args.params).resolve().parent)
+    except (ParamsError, IndexFormatError, splits.SplitError, FileNotFoundError) as error:
+        print(f"split: error: {error}", file=sys.stderr)
+        return 2
+
+    result.report["missing_on_disk"] = len(missing)
+    splits.write_outputs(result, args.out)
+    atomic.write_json(args.report, result.report)
+    counts = result.report["counts"]
+    print(
+        f"split ({params.strategy}): {result.report['videos']} videos, {result.report['classes']} classes; "
+        + ", ".join(f"{s} {n}" for s, n in counts.items())
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,82 @@
+"""Train stage: extracted clips -> a trained model.
+
+Inputs:  ``--features data/features`` (extract output: ``train/``, ``val/`` shard
+         folders + ``preprocess.json``, which gives ``seq_len`` and the frame size),
+         ``--labels data/split/label_map.json``.
+Outputs: ``--out models``: ``model.pt`` (weights + arch + params + label map +
+         preprocessing, ``torch.load(weights_only=True)``), ``preprocess.json``,
+         ``checkpoints/{last,best}.pt`` (resume after a kill; kept across
+         ``dvc repro``), ``feature_cache/`` (frozen-backbone features);
+         ``--live dvclive``: per-epoch metrics and plots (``dvc plots show``).
+Params:  ``model``, ``train``.
+
+Run::
+
+    python -m stages.train --params params.yaml --features data/features \\
+        --labels data/split/label_map.json --out models --live dvclive
+
+Distributed (same entry point; ``train.batch_size`` is the global batch)::
+
+    torchrun --standalone --nproc_per_node=2 -m stages.train --params params.yaml \\
+        --features data/features --labels data/split/label_map.json --out models --live dvclive
+
+A killed run resumes from ``models/checkpoints/last.pt`` when re-run with the
+same params and data (``--resume auto``); ``--resume never`` starts fresh and
+``--resume PATH`` continues a given checkpoint (refused if it does not fit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from signflow.config import ParamsError, load_params
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m stages.train", description=__doc__.split("\n")[0])
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--features", required=True, help="extract stage output folder")
+    parser.add_argument("--labels", required=True, help="split stage label_map.json")
+    parser.add_argument("--out", required=True, help="model output folder")
+    parser.add_argument("--live", default=None, help="dvclive folder (metrics + plots)")
+    parser.add_argument("--checkpoints", default=None, help="default: <out>/checkpoints")
+    parser.add_argument("--feature-cache", default=None, help="default: <out>/feature_cache")
+    parser.add_argument("--resume", default="auto", help="auto | never | path to a last.pt")
+    parser.add_argument("--no-progress", action="store_true", help="no tqdm bars (CI logs)")
+    args = parser.parse_args(argv)
+
+    rank = int(os.environ.get("RANK", "0"))
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # Imported after logging is set up; torch import is slow and not needed for --help.
+    from signflow.training.checkpoint import CheckpointError
+    from signflow.training.data import DataError
+    from signflow.training.run import TrainPaths, train
+
+    try:
+        params = load_params(args.params)
+        paths = TrainPaths(
+            features=args.features, label_map=args.labels, out=args.out, live=args.live,
+            checkpoints=args.checkpoints, feature_cache=args.feature_cache,
+        )  # fmt: skip
+        result = train(params.model, params.train, paths, resume=args.resume, progress=not args.no_progress)
+    except (ParamsError, DataError, CheckpointError, FileNotFoundError) as error:
+        print(f"train: {error}", file=sys.stderr)
+        return 2
+    if rank == 0:
+        s = result.summary
+        print(
+            f"train: {params.model.arch} {s['epochs_trained']} epochs "
+            f"(resumed after {result.resumed_from_epoch}), best epoch {s['best_epoch']} "
+            f"{s['monitor']}={s['best_metric']:.4f}; wrote {result.model_path}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

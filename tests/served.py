@@ -1,0 +1,134 @@
+"""A real ``bentoml serve`` of a tiny packaged model on 127.0.0.1, for the serving and browser tests.
+
+Not a test module. Everything lives under a tmp folder: ``BENTOML_HOME`` (the model store),
+the params file (test limits), the package record the service reads its pinned tag from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import requests
+import yaml
+
+from tiny_model import make_run
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BENTOML = Path(sys.executable).with_name("bentoml")
+
+
+@dataclass
+class Served:
+    url: str
+    tag: str
+    store_model_dir: Path
+    env: dict[str, str]
+    log: Path
+    params: dict[str, Any]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def write_params(folder: Path, serve: dict[str, Any], monitoring: dict[str, Any] | None = None) -> Path:
+    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    raw["serve"].update(serve)
+    raw["monitoring"].update(monitoring or {})
+    raw["package"].update({"experiments": False})
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def package_tiny_model(folder: Path, params: Path, env: dict[str, str], drift_reference: Path | None = None) -> str:
+    """Train-stage-shaped tiny model -> the package stage (real CLI) -> its model tag."""
+    run = make_run(folder / "run", {"test_top1": 0.5})
+    out = folder / "package.json"
+    args = [
+        sys.executable, "-m", "stages.package", "--params", str(params), "--models", str(run / "models"),
+        "--metrics", str(run / "reports/evaluate/metrics.json"), "--out", str(out),
+    ]
+    if drift_reference is not None:
+        args += ["--drift-reference", str(drift_reference)]
+    result = subprocess.run(args, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return json.loads(out.read_text())["model_tag"]
+
+
+def tiny_drift_reference(folder: Path, num_classes: int) -> Path:
+    from signflow.drift import build_reference
+
+    rng = np.random.default_rng(0)
+    reference = build_reference(rng.integers(0, num_classes, 200), rng.uniform(0.2, 0.9, 200), num_classes)
+    path = folder / "prediction_reference.json"
+    path.write_text(json.dumps(reference))
+    return path
+
+
+@contextlib.contextmanager
+def bentoml_serve(
+    folder: Path, serve: dict[str, Any], *, monitoring: dict[str, Any] | None = None, extra_env: dict[str, str] | None = None,
+    drift: bool = False,
+) -> Iterator[Served]:
+    """Package a tiny model and run ``bentoml serve serving.service:Signflow`` until the block exits."""
+    folder.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "BENTOML_HOME": str(folder / "bentoml"),
+        "BENTOML_DO_NOT_TRACK": "True",
+        "DO_NOT_TRACK": "1",
+        **(extra_env or {}),
+    }
+    params = write_params(folder, serve, monitoring)
+    reference = tiny_drift_reference(folder, 4) if drift else None
+    tag = package_tiny_model(folder, params, env, reference)
+    env.update({"SIGNFLOW_PARAMS": str(params), "SIGNFLOW_PACKAGE_RECORD": str(folder / "package.json")})
+    port = free_port()
+    log = folder / "serve.log"
+    with open(log, "w") as log_file:
+        process = subprocess.Popen(
+            [str(BENTOML), "serve", "serving.service:Signflow", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(url, process, log)
+        name, version = tag.split(":")
+        yield Served(url, tag, folder / "bentoml" / "models" / name / version, env, log,
+                     yaml.safe_load(params.read_text()))
+    finally:
+        # The server's own process group (started above), so its workers stop with it.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+def _wait_ready(url: str, process: subprocess.Popen, log: Path, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"bentoml serve exited {process.returncode}:\n{log.read_text()[-3000:]}")
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        time.sleep(0.5)
+    raise RuntimeError(f"bentoml serve not ready after {timeout_s} s:\n{log.read_text()[-3000:]}")

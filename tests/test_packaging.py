@@ -1,0 +1,176 @@
+"""Packaging: metric lookup, choosing the winner (ties by latency), the stage CLI and the BentoML store."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from signflow import packaging
+from signflow.packaging import Candidate, PackagingError, choose, experiment_rows, metric_value
+from tiny_model import GLOSSES, make_model_dir, make_run
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _candidate(name: str, value: float | None, latency: float | None = None, model_dir: Path = Path(".")) -> Candidate:
+    metrics: dict = {} if value is None else {"test_top1": value}
+    if latency is not None:
+        metrics["latency_ms"] = latency
+    return Candidate(name=name, model_dir=model_dir, metrics=metrics)
+
+
+def test_metric_value_accepts_flat_dotted_and_nested_keys() -> None:
+    assert metric_value({"test_top1": 0.5}, "test_top1") == 0.5
+    assert metric_value({"test": {"top1": 0.25}}, "test_top1") == 0.25
+    assert metric_value({"test": {"top1": 0.25}}, "test.top1") == 0.25
+    assert metric_value({"test": {"top1": "n/a"}}, "test_top1") is None
+    assert metric_value({"test_top1": True}, "test_top1") is None  # a bool is not a score
+    assert metric_value({"test_top1": float("nan")}, "test_top1") is None
+
+
+def test_best_metric_wins_and_the_reason_names_the_runner_up() -> None:
+    choice = choose([_candidate("a", 0.6), _candidate("b", 0.8), _candidate("c", 0.7)], "test_top1", "max")
+    assert choice.winner.name == "b"
+    assert "0.8" in choice.reason and "runner-up c" in choice.reason
+    assert [c.name for c in choice.ranked] == ["b", "c", "a"]
+
+    low = choose([_candidate("a", 0.6), _candidate("b", 0.8)], "test_top1", "min")
+    assert low.winner.name == "a"
+
+
+def test_tie_goes_to_the_lower_latency_from_metrics() -> None:
+    choice = choose(
+        [_candidate("slow", 0.8, latency=9.0), _candidate("fast", 0.8, latency=3.0), _candidate("worse", 0.5, 1.0)],
+        "test_top1",
+        "max",
+        measure_latency=False,
+    )
+    assert choice.winner.name == "fast"
+    assert "tied" in choice.reason and "lowest forward latency" in choice.reason
+    assert choice.winner.latency_source == "metrics:latency_ms"
+
+
+def test_tie_tolerance_widens_the_tie() -> None:
+    candidates = [_candidate("a", 0.801, latency=9.0), _candidate("b", 0.800, latency=3.0)]
+    assert choose(candidates, "test_top1", tie_tolerance=0.0, measure_latency=False).winner.name == "a"
+    assert choose(candidates, "test_top1", tie_tolerance=0.01, measure_latency=False).winner.name == "b"
+
+
+def test_tie_without_recorded_latency_measures_a_forward_pass(tmp_path: Path) -> None:
+    small = make_model_dir(tmp_path / "small", hidden=4)
+    big = make_model_dir(tmp_path / "big", hidden=64)
+    choice = choose(
+        [_candidate("big", 0.9, model_dir=big), _candidate("small", 0.9, model_dir=small)], "test_top1", "max"
+    )
+    for candidate in choice.ranked:
+        assert candidate.latency_source == "measured" and candidate.latency_ms > 0
+    assert choice.winner.latency_ms == min(c.latency_ms for c in choice.ranked)
+
+
+def test_candidates_without_the_metric_are_skipped_and_none_left_is_an_error() -> None:
+    choice = choose([_candidate("a", None), _candidate("b", 0.3)], "test_top1")
+    assert choice.winner.name == "b" and [c.name for c in choice.skipped] == ["a"]
+    with pytest.raises(PackagingError, match="test_top1"):
+        choose([_candidate("a", None)], "test_top1")
+
+
+def test_experiment_rows_reads_dvc_exp_show_json() -> None:
+    # The shape `dvc exp show --json` prints (dvc 3): baselines with their experiments' revs.
+    exp_show = [
+        {"rev": "workspace", "name": None, "data": {"metrics": {"reports/evaluate/metrics.json": {"data": {"test_top1": 0.5}}}}},
+        {
+            "rev": "abc123",
+            "name": "main",
+            "data": {"metrics": {"reports/evaluate/metrics.json": {"data": {"test_top1": 0.4}}}},
+            "experiments": [
+                {"revs": [{"rev": "e1", "name": "tidy-lamb", "data": {"metrics": {"reports/evaluate/metrics.json": {"data": {"test_top1": 0.9}}}}}]},
+                {"revs": [{"rev": "e2", "name": "broken", "error": {"msg": "failed"}, "data": {}}]},
+                {"revs": [{"rev": "e3", "name": "no-metrics", "data": {"metrics": {}}}]},
+            ],
+        },
+    ]
+    rows = experiment_rows(exp_show, "reports/evaluate/metrics.json")
+    assert rows == [{"rev": "e1", "name": "tidy-lamb", "metrics": {"test_top1": 0.9}}]
+
+
+def test_run_folder_candidate_needs_model_and_metrics(tmp_path: Path) -> None:
+    with pytest.raises(PackagingError, match="not a run folder"):
+        packaging.run_folder_candidate(tmp_path)
+
+
+# --------------------------------------------------------------------------- the stage, real BentoML store
+
+
+def _params(tmp_path: Path, candidates: list[str]) -> Path:
+    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    raw["package"].update({"candidates": candidates, "experiments": False})
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _run_stage(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml"), "BENTOML_DO_NOT_TRACK": "True"}
+    return subprocess.run(
+        [sys.executable, "-m", "stages.package", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+        timeout=120,
+    )
+
+
+def test_package_stage_saves_the_winner_to_the_store_and_records_why(tmp_path: Path) -> None:
+    current = make_run(tmp_path / "current", {"test_top1": 0.5, "test_top5": 0.9})
+    better = make_run(tmp_path / "better", {"test": {"top1": 0.75}}, seed=1)
+    params = _params(tmp_path, [str(better)])
+    drift = tmp_path / "drift_reference.json"
+    drift.write_text(json.dumps({"kind": "signflow.drift.reference"}))
+    out = tmp_path / "reports" / "package.json"
+    result = _run_stage(
+        tmp_path, "--params", str(params), "--models", str(current / "models"),
+        "--metrics", str(current / "reports/evaluate/metrics.json"), "--drift-reference", str(drift), "--out", str(out),
+    )
+    assert result.returncode == 0, result.stderr
+    record = json.loads(out.read_text())
+    assert record["winner"]["name"] == f"run:{better}"
+    assert "best test_top1" in record["reason"] and "0.75" in record["reason"]
+    assert [c["value"] for c in record["candidates"]] == [0.75, 0.5]
+    assert record["model_tag"].startswith("signflow-islr:")
+    assert packaging.pinned_tag(out) == record["model_tag"]
+    assert record["model_tag"] in result.stdout
+
+    # The store entry: files serving needs, labels and metadata that say what it is.
+    name, version = record["model_tag"].split(":")
+    store = tmp_path / "bentoml" / "models" / name / version
+    for file in ("model.pt", "preprocess.json", "label_map.json", "metrics.json", "params.json", "drift_reference.json"):
+        assert (store / file).is_file(), file
+    assert json.loads((store / "label_map.json").read_text()) == {"glosses": list(GLOSSES)}
+    assert json.loads((store / "metrics.json").read_text()) == {"test": {"top1": 0.75}}
+    info = yaml.safe_load((store / "model.yaml").read_text())
+    assert info["labels"]["arch"] == "cnn_lstm" and info["labels"]["metric"] == "test_top1"
+    assert info["labels"]["metric_value"] == "0.75"
+    assert info["metadata"]["preprocess"]["frame_size"] == 32
+    assert "git_rev" in info["labels"]
+
+
+def test_package_stage_fails_with_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from stages.package import main
+
+    current = make_run(tmp_path / "current", {"val_top1": 0.5})
+    out = tmp_path / "package.json"
+    code = main(
+        ["--params", str(_params(tmp_path, [])), "--models", str(current / "models"),
+         "--metrics", str(current / "reports/evaluate/metrics.json"), "--out", str(out)]
+    )
+    assert code == 2
+    assert capsys.readouterr().err.strip() == (
+        "package: error: no candidate has the metric 'test_top1' (candidates: workspace); check package.metric"
+    )
+    assert not out.exists()
+    assert main(["--params", str(_params(tmp_path, [])), "--models", str(tmp_path / "nowhere"),
+                 "--metrics", str(tmp_path / "nowhere.json"), "--out", str(out)]) == 2
+    assert "metrics file not found" in capsys.readouterr().err

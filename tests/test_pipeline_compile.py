@@ -1,0 +1,305 @@
+"""The compiled Kubeflow pipeline: fresh, parsed back with kfp's own protobuf, in parity with dvc.yaml.
+
+Also the compile-time refusals (bad image, unknown stage, params a pipeline parameter cannot
+carry, dvc.yaml paths no step could receive) and the step runtime's file conversions.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from google.protobuf import json_format
+from kfp.pipeline_spec import pipeline_spec_pb2
+from pydantic import BaseModel
+
+from pipelines import PipelineError
+from pipelines import compile as compile_cli
+from pipelines.components import validate_image
+from pipelines.params import (
+    params_file_text,
+    params_from_arguments,
+    parse_override,
+    pipeline_params,
+)
+from pipelines.runtime import build_argv, flatten_metrics, markdown_report, read_confusion
+from pipelines.wiring import load_dvc, select, stages_from_dvc
+from signflow.config import Params, ParamsError, load_params
+
+REPO = Path(__file__).resolve().parents[1]
+CHECKED_IN = REPO / "pipelines" / "signflow_pipeline.yaml"
+
+
+def _documents(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    docs = [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc]
+    return docs[0], (docs[1] if len(docs) > 1 else {})
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("kfp") / "pipeline.yaml"
+    compile_cli.compile_pipeline(out, params_path=REPO / "params.yaml", dvc_path=REPO / "dvc.yaml")
+    return out
+
+
+@pytest.fixture(scope="module")
+def spec() -> pipeline_spec_pb2.PipelineSpec:
+    """The checked-in YAML through kfp's own schema (unknown fields are errors)."""
+    pipeline, _ = _documents(CHECKED_IN)
+    return json_format.ParseDict(pipeline, pipeline_spec_pb2.PipelineSpec())
+
+
+@pytest.fixture(scope="module")
+def platform() -> dict[str, Any]:
+    _, platform_doc = _documents(CHECKED_IN)
+    return platform_doc["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+@pytest.fixture(scope="module")
+def dvc_stages() -> dict[str, Any]:
+    return yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+
+
+def test_checked_in_yaml_is_fresh(compiled: Path) -> None:
+    assert CHECKED_IN.is_file(), "run: python -m pipelines.compile"
+    assert compiled.read_text(encoding="utf-8") == CHECKED_IN.read_text(encoding="utf-8"), (
+        "pipelines/signflow_pipeline.yaml is stale (dvc.yaml, params.yaml or pipelines/ changed): "
+        "run `python -m pipelines.compile` and commit the result"
+    )
+
+
+def test_task_names_equal_dvc_stage_names(spec: pipeline_spec_pb2.PipelineSpec, dvc_stages: dict[str, Any]) -> None:
+    assert set(spec.root.dag.tasks) == set(dvc_stages)
+    for name in dvc_stages:
+        component = spec.components[spec.root.dag.tasks[name].component_ref.name]
+        executor = spec.deployment_spec["executors"][component.executor_label]
+        program = executor["container"]["command"][-1]
+        # The step calls the very module dvc.yaml runs, through the shared runtime: no second implementation.
+        module = dvc_stages[name]["cmd"].split()[2]
+        assert f"'module': '{module}'" in program and "run_stage(" in program
+
+
+def test_artifacts_are_typed_and_chained(spec: pipeline_spec_pb2.PipelineSpec) -> None:
+    def output_type(task: str, name: str) -> str:
+        component = spec.components[spec.root.dag.tasks[task].component_ref.name]
+        return component.output_definitions.artifacts[name].artifact_type.schema_title
+
+    assert output_type("download", "raw") == "system.Dataset"
+    assert output_type("split", "split") == "system.Dataset"
+    assert output_type("crop", "crop") == "system.Dataset"
+    assert output_type("extract", "features") == "system.Dataset"
+    assert output_type("train", "model") == "system.Model"
+    assert output_type("evaluate", "metrics") == "system.Metrics"
+    assert output_type("evaluate", "confusion_matrix") == "system.ClassificationMetrics"
+    assert output_type("evaluate", "report") == "system.Markdown"
+    evaluate_inputs = spec.root.dag.tasks["evaluate"].inputs.artifacts
+    assert evaluate_inputs["model"].task_output_artifact.producer_task == "train"
+    assert evaluate_inputs["features"].task_output_artifact.producer_task == "extract"
+    assert spec.root.dag.tasks["crop"].inputs.artifacts["split"].task_output_artifact.producer_task == "split"
+
+
+def test_parameters_default_to_params_yaml_and_reach_their_steps(
+    spec: pipeline_spec_pb2.PipelineSpec, dvc_stages: dict[str, Any]
+) -> None:
+    params = load_params(REPO / "params.yaml")
+    root_inputs = spec.root.input_definitions.parameters
+    sections = sorted({str(entry).split(".")[0] for stage in dvc_stages.values() for entry in stage.get("params", [])})
+    expected = {leaf.name: leaf for leaf in pipeline_params(params, sections)}
+    assert set(root_inputs) == set(expected)
+    for name, leaf in expected.items():
+        assert json_format.MessageToDict(root_inputs[name].default_value) == leaf.default, name
+    assert root_inputs["train__lr"].parameter_type == pipeline_spec_pb2.ParameterType.NUMBER_DOUBLE
+    assert root_inputs["extract__seq_len"].parameter_type == pipeline_spec_pb2.ParameterType.NUMBER_INTEGER
+    assert root_inputs["evaluate__splits"].parameter_type == pipeline_spec_pb2.ParameterType.LIST
+    # Each step receives exactly the leaves of the sections its dvc.yaml stage lists (so kfp
+    # caching follows the same dependencies as DVC), each wired from the pipeline parameter.
+    for name, stage in dvc_stages.items():
+        wanted = {str(entry).split(".")[0] for entry in stage.get("params", [])}
+        task_params = spec.root.dag.tasks[name].inputs.parameters
+        got = {key: value for key, value in task_params.items() if "__" in key}
+        assert {key.split("__")[0] for key in got} == wanted, name
+        assert all(value.component_input_parameter == key for key, value in got.items())
+        assert len(got) == sum(1 for leaf in expected.values() if leaf.section in wanted)
+
+
+def test_gpu_steps_request_gpus_resources_and_tolerations(
+    spec: pipeline_spec_pb2.PipelineSpec, platform: dict[str, Any]
+) -> None:
+    kubeflow = load_params(REPO / "params.yaml").kubeflow
+    for name in spec.root.dag.tasks:
+        label = spec.components[spec.root.dag.tasks[name].component_ref.name].executor_label
+        resources = spec.deployment_spec["executors"][label]["container"]["resources"]
+        gpus = (kubeflow.resources.get(name) and kubeflow.resources[name].gpus) or kubeflow.default_resources.gpus
+        if name in ("train", "evaluate"):
+            assert gpus and gpus > 0
+        if gpus:
+            assert resources["accelerator"]["resourceType"] == kubeflow.accelerator_type
+            assert resources["accelerator"]["resourceCount"] == str(gpus)
+            assert platform[label]["tolerations"] == [
+                {k: v for k, v in t.model_dump().items() if v is not None} for t in kubeflow.gpu_tolerations
+            ]
+        else:
+            assert "accelerator" not in resources
+        assert resources["resourceCpuRequest"] and resources["resourceMemoryLimit"]
+    train_inputs = spec.root.dag.tasks["train"].inputs.parameters
+    # torchrun workers = GPUs requested
+    assert json_format.MessageToDict(train_inputs["nproc_per_node"].runtime_value.constant) == max(
+        1, kubeflow.resources["train"].gpus or 1
+    )
+
+
+def test_caching_on_by_default(spec: pipeline_spec_pb2.PipelineSpec) -> None:
+    assert all(task.caching_options.enable_cache for task in spec.root.dag.tasks.values())
+
+
+def test_cluster_options_from_the_kubeflow_section(tmp_path: Path) -> None:
+    out = tmp_path / "p.yaml"
+    compile_cli.compile_pipeline(
+        out,
+        params_path=REPO / "params.yaml",
+        dvc_path=REPO / "dvc.yaml",
+        image="registry.example/signflow:1.2.3",
+        overrides=[
+            "kubeflow.resources.train.gpus=4",
+            "kubeflow.pvc=signflow-data",
+            "kubeflow.caching=false",
+            "kubeflow.node_selector={pool: ml}",
+            "kubeflow.gpu_node_selector={nvidia.com/gpu.product: H100}",
+        ],
+    )
+    pipeline, platform_doc = _documents(out)
+    spec = json_format.ParseDict(pipeline, pipeline_spec_pb2.PipelineSpec())
+    executors = platform_doc["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    train = spec.root.dag.tasks["train"]
+    label = spec.components[train.component_ref.name].executor_label
+    assert spec.deployment_spec["executors"][label]["container"]["image"] == "registry.example/signflow:1.2.3"
+    assert spec.deployment_spec["executors"][label]["container"]["resources"]["accelerator"]["resourceCount"] == "4"
+    assert json_format.MessageToDict(train.inputs.parameters["nproc_per_node"].runtime_value.constant) == 4
+    assert executors[label]["nodeSelector"]["labels"] == {"pool": "ml", "nvidia.com/gpu.product": "H100"}
+    assert executors["exec-download"]["nodeSelector"]["labels"] == {"pool": "ml"}
+    assert all(executor["pvcMount"][0]["mountPath"] == "/mnt/signflow" for executor in executors.values())
+    assert not any(task.caching_options.enable_cache for task in spec.root.dag.tasks.values())
+
+
+def test_stage_subset_and_unknown_stage(tmp_path: Path) -> None:
+    out = tmp_path / "p.yaml"
+    compile_cli.compile_pipeline(
+        out, params_path=REPO / "params.yaml", dvc_path=REPO / "dvc.yaml", stage_names=["download", "split"]
+    )
+    spec = json_format.ParseDict(_documents(out)[0], pipeline_spec_pb2.PipelineSpec())
+    assert set(spec.root.dag.tasks) == {"download", "split"}
+    stages = stages_from_dvc(load_dvc(REPO / "dvc.yaml"))
+    with pytest.raises(PipelineError, match="unknown stage 'trian'"):
+        select(stages, ["download", "trian"])
+    with pytest.raises(PipelineError, match="add 'split' to --stages"):
+        select(stages, ["download", "crop"])
+
+
+@pytest.mark.parametrize(
+    ("image", "message"),
+    [("", "no component image"), ("   ", "no component image"), ("ghcr.io/x/signflow", "has no tag"),
+     ("localhost:5000/signflow", "has no tag"), ("signflow:", "has no tag")],
+)
+def test_image_without_tag_is_refused(image: str, message: str) -> None:
+    with pytest.raises(PipelineError, match=message):
+        validate_image(image)
+
+
+def test_image_with_tag_or_digest_is_accepted() -> None:
+    assert validate_image("localhost:5000/signflow:0.1.0") == "localhost:5000/signflow:0.1.0"
+    assert validate_image("ghcr.io/x/signflow@sha256:" + "a" * 64).startswith("ghcr.io")
+
+
+def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "p.yaml"
+    base = ["--params", str(REPO / "params.yaml"), "--dvc", str(REPO / "dvc.yaml"), "--output", str(out)]
+    assert compile_cli.main([*base, "--image", "signflow"]) == 2
+    assert compile_cli.main([*base, "--stages", "download,trian"]) == 2
+    assert compile_cli.main([*base, "-p", "kubeflow.resources={trian: {gpus: 1}}"]) == 2
+    assert compile_cli.main([*base, "-p", "kubeflow.resources.train.cpu_limit=lots"]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 4 and all(line.startswith("compile: error: ") for line in errors)
+    assert "has no tag" in errors[0] and "unknown stage 'trian'" in errors[1]
+    assert "kubeflow.resources: unknown stage 'trian'" in errors[2]
+    assert "kubeflow.resources.train.cpu_limit" in errors[3]
+    assert not out.exists()
+
+
+class _Odd(BaseModel):
+    mapping: dict[str, int] = {"a": 1}
+    rows: list[dict[str, int]] = [{"a": 1}]
+    either: int | str = 1
+
+
+@pytest.mark.parametrize("field", ["mapping", "rows", "either"])
+def test_params_a_pipeline_parameter_cannot_carry_fail_at_compile_time(field: str) -> None:
+    section = type("Section", (BaseModel,), {"__annotations__": {field: _Odd.model_fields[field].annotation}})
+    holder = type("Holder", (BaseModel,), {"__annotations__": {"odd": section}})
+    values = holder(odd=section(**{field: getattr(_Odd(), field)}))
+    with pytest.raises(PipelineError, match=rf"params odd\.{field}: .* cannot be a Kubeflow pipeline parameter"):
+        pipeline_params(values, ["odd"], schema=holder)
+
+
+def test_unknown_params_section_fails_at_compile_time() -> None:
+    with pytest.raises(PipelineError, match="unknown section 'trian'"):
+        pipeline_params(Params(), ["trian"])
+
+
+def test_params_round_trip_through_pipeline_arguments() -> None:
+    params = load_params(REPO / "params.yaml")
+    sections = [name for name in Params.model_fields if name != "kubeflow"]
+    arguments = {leaf.name: leaf.default for leaf in pipeline_params(params, sections)}
+    rebuilt = params_from_arguments(arguments)
+    for section in sections:
+        assert getattr(rebuilt, section) == getattr(params, section), section
+    text = params_file_text(arguments, ["train", "model"])
+    assert set(yaml.safe_load(text)) == {"train", "model"}
+
+
+def test_overrides_are_typed_and_validated() -> None:
+    assert parse_override("train.lr=0.01") == ("train__lr", 0.01)
+    assert parse_override("train.epochs=3") == ("train__epochs", 3)
+    assert parse_override("train.lr=1") == ("train__lr", 1.0)
+    assert parse_override("data.wlasl.subset=null") == ("data__wlasl__subset", "null")
+    assert parse_override("train.grad_clip=0.5") == ("train__grad_clip", "0.5")
+    assert parse_override("evaluate.splits=[test]") == ("evaluate__splits", ["test"])
+    with pytest.raises(ParamsError, match="train.lrr: unknown parameter"):
+        parse_override("train.lrr=1")
+    with pytest.raises(ParamsError, match="whole section"):
+        parse_override("train.augment=1")
+    with pytest.raises(ParamsError, match="expected key.path=value"):
+        parse_override("train.lr")
+    name, value = parse_override("data.wlasl.subset=0")
+    with pytest.raises(ParamsError, match="data.wlasl.subset"):
+        params_from_arguments({name: value})
+
+
+def test_runtime_builds_argv_from_artifacts(tmp_path: Path) -> None:
+    class Art:
+        def __init__(self, path: Path) -> None:
+            self.path = str(path)
+
+    wiring = next(s for s in stages_from_dvc(load_dvc(REPO / "dvc.yaml")) if s.name == "evaluate").to_json_dict()
+    values = {"features": Art(tmp_path / "f"), "model": Art(tmp_path / "m"), "evaluate": Art(tmp_path / "o" / "e")}
+    argv = build_argv(wiring, values, tmp_path / "params.yaml")
+    assert argv[:2] == ["--params", str(tmp_path / "params.yaml")]
+    assert argv[argv.index("--model") + 1] == str(tmp_path / "m")
+    assert argv[argv.index("--out") + 1] == str(tmp_path / "o" / "e")
+    assert (tmp_path / "o").is_dir()
+
+
+def test_runtime_confusion_matrix_and_report(tmp_path: Path) -> None:
+    samples = tmp_path / "confusion.csv"
+    samples.write_text("video_id,actual,predicted\nv1,book,book\nv2,book,drink\nv3,drink,drink\n", encoding="utf-8")
+    assert read_confusion(samples) == (["book", "drink"], [[1, 1], [0, 1]])
+    table = tmp_path / "table.csv"
+    table.write_text("actual,book,drink\nbook,3,1\ndrink,0,2\n", encoding="utf-8")
+    assert read_confusion(table) == (["book", "drink"], [[3, 1], [0, 2]])
+    (tmp_path / "metrics.json").write_text(json.dumps({"test": {"top1": 0.5, "n": 4}, "note": "x"}), encoding="utf-8")
+    (tmp_path / "per_class.csv").write_text("gloss,recall\nbook,0.5\n", encoding="utf-8")
+    report = markdown_report("evaluate", tmp_path)
+    assert "| test.top1 | 0.5 |" in report and "| book | 0.5 |" in report
+    assert flatten_metrics({"a": {"b": 1, "c": True, "d": float("nan")}, "e": 2.5}) == {"a.b": 1.0, "e": 2.5}

@@ -1,0 +1,198 @@
+"""The served model over HTTP: a real ``bentoml serve`` on 127.0.0.1 (slow: starts the server once)."""
+
+from __future__ import annotations
+
+import io
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+from conftest import moving_square_frames
+from served import Served, bentoml_serve
+from signflow import video
+from tiny_model import GLOSSES
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+API_KEY = "test-secret-key"
+AUTH = {"x-api-key": API_KEY}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Served:
+    folder = tmp_path_factory.mktemp("served")
+    serve = {
+        "max_upload_mb": 3.0,
+        "max_duration_s": 20.0,
+        "max_frames": 300,
+        "max_batch_size": 8,
+        "max_latency_ms": 5000,
+        "api_key_env": "SIGNFLOW_TEST_API_KEY",
+    }
+    with bentoml_serve(
+        folder, serve, monitoring={"drift_window": 10}, extra_env={"SIGNFLOW_TEST_API_KEY": API_KEY}, drift=True
+    ) as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
+    """A lossless clip: decoding gives back exactly ``frames``."""
+    frames = moving_square_frames(20, 48, 64, seed=3)
+    path = tmp_path_factory.mktemp("clips") / "sign.mp4"
+    video.write_video(path, frames, 25.0, lossless=True)
+    return path, frames
+
+
+def post_video(server: Served, data: bytes, name: str = "clip.mp4", content_type: str = "video/mp4", **fields) -> requests.Response:
+    files = {"video": (name, io.BytesIO(data), content_type)}
+    return requests.post(f"{server.url}/predict_video", files=files, data=fields, headers=AUTH, timeout=60)
+
+
+def post_frames(server: Served, frames, **fields) -> requests.Response:
+    payload = {"frames": frames.tolist() if isinstance(frames, np.ndarray) else frames, **fields}
+    return requests.post(f"{server.url}/predict_frames", json=payload, headers=AUTH, timeout=60)
+
+
+def assert_still_serving(server: Served, clip: tuple[Path, np.ndarray]) -> None:
+    response = post_video(server, clip[0].read_bytes())
+    assert response.status_code == 200, response.text
+
+
+def test_health_endpoints(server: Served) -> None:
+    assert requests.get(f"{server.url}/livez", timeout=5).status_code == 200
+    assert requests.get(f"{server.url}/readyz", timeout=5).status_code == 200
+
+
+def test_predict_video_returns_top_k_glosses_with_probabilities_and_timings(server: Served, clip) -> None:
+    response = post_video(server, clip[0].read_bytes(), top_k="4")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model_tag"] == server.tag
+    glosses = [item["gloss"] for item in body["top_k"]]
+    assert sorted(glosses) == sorted(GLOSSES)
+    probabilities = [item["probability"] for item in body["top_k"]]
+    assert probabilities == sorted(probabilities, reverse=True) and abs(sum(probabilities) - 1) < 1e-5
+    assert body["input"]["frames"] == 20 and body["input"]["width"] == 64 and body["input"]["height"] == 48
+    assert set(body["timings_ms"]) == {"decode", "preprocess", "model", "total"}
+    assert body["timings_ms"]["total"] >= body["timings_ms"]["model"] > 0
+
+
+def test_served_logits_equal_the_predictor_used_by_evaluate(server: Served, clip) -> None:
+    """One preprocessing implementation: the API and Predictor (evaluate's path) give the same logits."""
+    from signflow.inference import Predictor
+
+    predictor = Predictor.load(server.store_model_dir)
+    clips = server.params["evaluate"]["clips"]
+    expected = predictor.logits(predictor.preprocess_video(clip[0])[None], clips=clips)[0]
+
+    served_video = np.array(post_video(server, clip[0].read_bytes(), return_logits="true").json()["logits"])
+    np.testing.assert_allclose(served_video, expected, rtol=1e-4, atol=1e-5)
+    # Frames decoded by the client (the lossless clip decodes to exactly these) give the same answer.
+    served_frames = np.array(post_frames(server, clip[1], return_logits=True).json()["logits"])
+    np.testing.assert_allclose(served_frames, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_predict_frames_batch_and_concurrent_requests(server: Served, clip) -> None:
+    batch = np.stack([clip[1], clip[1][::-1]])
+    body = post_frames(server, batch).json()
+    assert len(body["predictions"]) == 2 and all(len(p["top_k"]) == 3 for p in body["predictions"])
+
+    # Concurrent clients: the adaptive batcher may merge them; every answer is still its own.
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(lambda _: post_frames(server, clip[1], return_logits=True), range(8)))
+    assert all(r.status_code == 200 for r in responses)
+    first = responses[0].json()["logits"]
+    for response in responses[1:]:
+        np.testing.assert_allclose(response.json()["logits"], first, rtol=1e-4, atol=1e-5)
+
+
+def _video_bytes(tmp_path: Path, name: str, frames: np.ndarray, fps: float, lossless: bool = False) -> bytes:
+    path = tmp_path / name
+    video.write_video(path, frames, fps, lossless=lossless)
+    return path.read_bytes()
+
+
+def test_bad_videos_are_refused_with_a_reason_and_the_server_keeps_serving(server: Served, clip, tmp_path: Path) -> None:
+    good = _video_bytes(tmp_path, "good.mp4", moving_square_frames(60, 96, 128), 25.0)
+    four_k = _video_bytes(tmp_path, "4k.mp4", np.zeros((2, 2160, 3840, 3), np.uint8), 25.0)
+    hour_long = _video_bytes(tmp_path, "long.mp4", moving_square_frames(4), 0.001)  # 4 frames over ~67 minutes
+    cases = [
+        ("non-video bytes", b"this is not a video at all" * 40, "video/mp4", 400, "not_video"),
+        ("zero-byte file", b"", "video/mp4", 400, "empty"),
+        ("truncated mp4", good[: len(good) // 2], "video/mp4", 400, None),
+        ("4K video", four_k, "video/mp4", 413, "resolution_too_large"),
+        ("hour-long video", hour_long, "video/mp4", 413, "too_long"),
+        ("wrong content type", clip[0].read_bytes(), "text/plain", 415, "unsupported_media_type"),
+        ("upload over the size limit", b"\0" * (4 * 1024 * 1024), "video/mp4", 413, "upload_too_large"),
+    ]
+    for label, data, content_type, status, reason in cases:
+        response = post_video(server, data, content_type=content_type)
+        assert response.status_code == status, f"{label}: {response.status_code} {response.text}"
+        body = response.json()
+        assert body["error"] in ((reason,) if reason else ("corrupt", "not_video", "no_frames")), label
+        assert body["detail"], label
+        assert_still_serving(server, clip)
+
+
+def test_bad_frames_are_refused_with_a_reason(server: Served, clip) -> None:
+    frames = clip[1]
+    cases = [
+        ("wrong shape", frames[..., 0], 400, "bad_shape"),
+        ("float dtype", frames.astype(np.float32) / 255.0, 400, "bad_dtype"),
+        ("values out of range", frames.astype(np.int64) + 300, 400, "bad_dtype"),
+        ("empty batch", [], 400, "empty_batch"),
+        ("too many clips", np.zeros((9, 2, 4, 4, 3), np.uint8), 413, "batch_too_large"),
+        ("ragged frames", [[[[1, 2, 3]]], [[[1, 2]]]], 400, None),
+    ]
+    for label, payload, status, reason in cases:
+        response = post_frames(server, payload)
+        assert response.status_code == status, f"{label}: {response.status_code} {response.text}"
+        if reason:
+            assert response.json()["error"] == reason, label
+        assert_still_serving(server, clip)
+    bad_top_k = post_frames(server, frames, top_k=99)
+    assert bad_top_k.status_code == 400 and bad_top_k.json()["error"] == "bad_top_k"
+
+
+def test_api_key_is_required_when_configured(server: Served, clip) -> None:
+    files = {"video": ("clip.mp4", clip[0].read_bytes(), "video/mp4")}
+    for headers in ({}, {"x-api-key": "wrong"}):
+        response = requests.post(f"{server.url}/predict_video", files=files, headers=headers, timeout=30)
+        assert response.status_code == 401 and response.json()["error"] == "unauthorized"
+    # Health and metrics stay open for probes and Prometheus.
+    assert requests.get(f"{server.url}/metrics", timeout=5).status_code == 200
+
+
+def test_metrics_follow_the_monitoring_contract(server: Served, clip) -> None:
+    for _ in range(10):  # fills the drift window (monitoring.drift_window = 10)
+        assert_still_serving(server, clip)
+    post_video(server, b"", content_type="video/mp4")
+    requests.post(f"{server.url}/predict_frames", json={"frames": [[[[0, 0, 0]]]]}, timeout=30)  # no API key
+    text = requests.get(f"{server.url}/metrics", timeout=5).text
+
+    def value(pattern: str) -> float:
+        match = re.search(rf"^{pattern} ([0-9.e+-]+)$", text, re.MULTILINE)
+        assert match, f"no sample matching {pattern!r} in /metrics"
+        return float(match.group(1))
+
+    for endpoint in ("predict_video", "predict_frames"):
+        for stage in ("decode", "preprocess", "model"):
+            assert value(rf'signflow_stage_latency_seconds_count\{{endpoint="{endpoint}",stage="{stage}"\}}') > 0
+    assert sum(float(v) for v in re.findall(r'^signflow_predictions_total\{gloss="[^"]+"\} ([0-9.]+)$', text, re.M)) >= 10
+    assert value("signflow_top1_confidence_count") >= 10
+    assert value("signflow_input_frames_count") >= 10 and value("signflow_input_duration_seconds_count") >= 10
+    assert 'signflow_low_confidence_total' in text
+    assert value(r'signflow_rejected_requests_total\{endpoint="predict_video",reason="empty"\}') >= 1
+    assert value(r'signflow_rejected_requests_total\{endpoint="predict_video",reason="unauthorized"\}') >= 1
+    assert value(
+        rf'signflow_model_info\{{arch="cnn_lstm",metric="test_top1",metric_value="0.5",model_tag="{server.tag}"\}}'
+    ) == 1
+    assert value("signflow_model_ready") == 1
+    assert value("signflow_prediction_drift_psi") >= 0
+    assert "bentoml_service_request_total" in text and "bentoml_service_request_duration_seconds" in text
+    assert "bentoml_service_adaptive_batch_size" in text

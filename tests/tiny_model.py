@@ -1,0 +1,57 @@
+"""Tiny random-init models on disk, shaped like the train stage's output (no training: fast).
+
+Used by the packaging and serving tests; not a test module itself.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from signflow.config import ModelParams
+from signflow.models import build_model, save_model_file
+from signflow.preprocess import PreprocessConfig
+
+GLOSSES = ("book", "drink", "computer", "before")
+
+
+def make_model_dir(
+    folder: Path,
+    *,
+    seed: int = 0,
+    glosses: tuple[str, ...] = GLOSSES,
+    seq_len: int = 4,
+    stored_frames: int = 8,
+    frame_size: int = 32,
+    hidden: int = 8,
+) -> Path:
+    """``folder/model.pt`` + ``folder/preprocess.json`` for a small_cnn CNN-LSTM with random weights."""
+    torch.manual_seed(seed)
+    params = ModelParams.model_validate(
+        {"arch": "cnn_lstm", "dropout": 0.0, "cnn_lstm": {"backbone": "small_cnn", "hidden": hidden, "bidirectional": False}}
+    )
+    model = build_model(params, len(glosses), seq_len=seq_len, frame_size=frame_size)
+    preprocess = PreprocessConfig(seq_len=seq_len, stored_frames=stored_frames, frame_size=frame_size, min_frames=1)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_model_file(
+        folder / "model.pt",
+        model,
+        arch="cnn_lstm",
+        model_params=params,
+        num_classes=len(glosses),
+        label_map=list(glosses),
+        preprocess=preprocess.to_json(),
+    )
+    (folder / "preprocess.json").write_text(json.dumps(preprocess.to_json()), encoding="utf-8")
+    return folder
+
+
+def make_run(folder: Path, metrics: dict, **model_kwargs) -> Path:
+    """A run folder as ``package.candidates`` lists it: ``models/`` + ``reports/evaluate/metrics.json``."""
+    make_model_dir(folder / "models", **model_kwargs)
+    report = folder / "reports" / "evaluate" / "metrics.json"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(json.dumps(metrics), encoding="utf-8")
+    return folder
