@@ -78,7 +78,15 @@ def _literal_values(annotation: Any) -> tuple[Any, ...] | None:
     return typing.get_args(annotation) if typing.get_origin(annotation) is Literal else None
 
 
+def _unwrap(annotation: Any) -> Any:
+    """``Annotated[int, Field(ge=1)]`` -> ``int`` (the constraint is checked by the schema later)."""
+    while typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return annotation
+
+
 def _scalar_kind(annotation: Any) -> Kind | None:
+    annotation = _unwrap(annotation)
     if annotation in _SCALARS:
         return typing.cast(Kind, annotation.__name__)
     choices = _literal_values(annotation)
@@ -91,6 +99,7 @@ def _scalar_kind(annotation: Any) -> Kind | None:
 
 def annotation_kind(annotation: Any) -> Kind | None:
     """The pipeline kind of a schema annotation, or None when a pipeline parameter cannot carry it."""
+    annotation = _unwrap(annotation)
     scalar = _scalar_kind(annotation)
     if scalar is not None:
         return scalar
@@ -111,13 +120,13 @@ def _is_section(annotation: Any) -> bool:
 
 def _describe(annotation: Any, kind: Kind, description: str | None) -> str:
     parts = [description] if description else []
-    inner = annotation
+    annotation = inner = _unwrap(annotation)
     if kind == "optional":
         inner = next(arg for arg in typing.get_args(annotation) if arg is not type(None))
         parts.append(f"YAML text of the value; '{NULL}' = none")
     if kind == "list":
         inner = typing.get_args(annotation)[0]
-    choices = _literal_values(inner)
+    choices = _literal_values(_unwrap(inner))
     if choices:
         parts.append("one of: " + ", ".join(str(choice) for choice in choices))
     return "; ".join(parts)

@@ -45,7 +45,7 @@ def check_kubeflow(kubeflow: KubeflowParams, stage_names: Sequence[str]) -> None
         )
 
 
-def _apply_resources(task: dsl.PipelineTask, stage: str, kubeflow: KubeflowParams) -> int:
+def _apply_resources(task: dsl.PipelineTask, stage: str, kubeflow: KubeflowParams) -> None:
     resources = stage_resources(kubeflow, stage)
     setters = {
         "cpu_request": task.set_cpu_request,
@@ -70,7 +70,6 @@ def _apply_resources(task: dsl.PipelineTask, stage: str, kubeflow: KubeflowParam
             kubernetes.add_toleration(task, **toleration.model_dump())
     for key, value in kubeflow.node_selector.items():
         kubernetes.add_node_selector(task, label_key=key, label_value=value)
-    return gpus
 
 
 def _docstring(params: Sequence[PipelineParam], stages: Sequence[Stage]) -> str:
@@ -127,6 +126,8 @@ def build_pipeline(params: Params, stages: Sequence[Stage], image: str, all_stag
                 task.set_env_variable("BENTOML_HOME", f"{kubeflow.pvc_mount_path.rstrip('/')}/bentoml")
             tasks[stage.name] = task
 
+    # kfp reads a pipeline's inputs from its signature and calls it with one channel per input,
+    # positionally; building the signature from the params schema keeps each parameter declared once.
     signflow.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [
             inspect.Parameter(leaf.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=leaf.default,

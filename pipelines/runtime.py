@@ -55,10 +55,10 @@ def build_argv(wiring: Mapping[str, Any], values: Mapping[str, Any], params_path
         if kind == "params":
             argv += [arg["flag"], str(params_path)]
         elif kind == "literal":
-            argv += [arg["flag"]] + ([arg["value"]] if arg["value"] else [])
+            argv += [arg["flag"]] + ([arg["value"]] if arg.get("value") else [])
         elif kind == "input":
             path = _path(values[arg["artifact"]])
-            argv += [arg["flag"], str(path / arg["subpath"]) if arg["subpath"] else str(path)]
+            argv += [arg["flag"], str(path / arg["subpath"]) if arg.get("subpath") else str(path)]
         elif kind == "output":
             path = _path(values[arg["artifact"]])
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -87,11 +87,11 @@ def run_stage(wiring: Mapping[str, Any], values: Mapping[str, Any]) -> None:
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     arguments = {name: value for name, value in values.items() if SEPARATOR in name}
-    workdir = Path(tempfile.mkdtemp(prefix=f"signflow-{wiring['stage']}-"))
-    params_path = workdir / "params.yaml"
-    params_path.write_text(params_file_text(arguments, wiring["sections"]), encoding="utf-8")
-    argv = build_argv(wiring, values, params_path)
-    code = _run(wiring["module"], argv, int(values.get(NPROC_INPUT) or 1))
+    with tempfile.TemporaryDirectory(prefix=f"signflow-{wiring['stage']}-") as workdir:
+        params_path = Path(workdir) / "params.yaml"
+        params_path.write_text(params_file_text(arguments, wiring["sections"]), encoding="utf-8")
+        argv = build_argv(wiring, values, params_path)
+        code = _run(wiring["module"], argv, int(values.get(NPROC_INPUT) or 1))
     if code != 0:
         raise StageFailed(f"stage {wiring['stage']} exited with status {code}")
     log_outputs(wiring, values)

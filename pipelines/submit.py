@@ -28,14 +28,13 @@ from pipelines.compile import DEFAULT_OUTPUT
 from pipelines.params import param_key, params_from_arguments, parse_override, pipeline_params
 from signflow.config import ParamsError, load_params
 
-log = logging.getLogger("pipelines.submit")
-
 
 def package_defaults(package: Path) -> dict[str, Any]:
     """The pipeline parameters a compiled package declares, with their compile-time defaults."""
     if not package.is_file():
         raise PipelineError(f"{package}: no compiled pipeline; run `python -m pipelines.compile` first")
-    document = next(doc for doc in yaml.safe_load_all(package.read_text(encoding="utf-8")) if doc)
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the package is ~100 kB of YAML
+    document = next(doc for doc in yaml.load_all(package.read_text(encoding="utf-8"), Loader=loader) if doc)
     inputs = document.get("root", {}).get("inputDefinitions", {}).get("parameters", {})
     return {name: spec.get("defaultValue") for name, spec in inputs.items()}
 

@@ -18,6 +18,8 @@ shape) is a :class:`PipelineError` at compile time.
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 import shlex
 from collections.abc import Iterable, Mapping
@@ -29,6 +31,7 @@ import yaml
 
 from pipelines import PipelineError
 
+log = logging.getLogger("pipelines.wiring")
 # kfp artifact class per `vars.paths` name; anything else is a plain Artifact.
 ARTIFACT_TYPES = {
     "raw": "Dataset",
@@ -95,7 +98,7 @@ class Stage:
             "stage": self.name,
             "module": self.module,
             "sections": list(self.sections),
-            "args": [asdict(arg) for arg in self.args],
+            "args": [{key: value for key, value in asdict(arg).items() if value != ""} for arg in self.args],
             "outputs": {output.name: output.type_name for output in self.outputs},
             "derived": [asdict(item) for item in self.derived],
         }
@@ -135,7 +138,7 @@ def _entries(items: Iterable[Any] | None) -> list[str]:
 
 
 def _norm(path: str) -> str:
-    return Path(path).as_posix().rstrip("/")
+    return Path(os.path.normpath(path)).as_posix()
 
 
 def _inside(path: str, folder: str) -> bool:
@@ -186,6 +189,20 @@ def _sections(name: str, entries: Any) -> tuple[str, ...]:
     return tuple(sections)
 
 
+def _flag_path(raw: str | None, variables: Mapping[str, Any], declared: list[str], where: str) -> str | None:
+    """The path a flag value stands for, or None for a plain option value (``--device cpu``).
+
+    A value is a path when it uses ``${...}`` or names (or contains, or lies inside) a path the
+    stage declares in deps/outs/metrics/plots.
+    """
+    if raw is None:
+        return None
+    if "${" in raw:
+        return _norm(_resolve(raw, variables, where))
+    path = _norm(raw)
+    return path if any(_inside(path, item) or _inside(item, path) for item in declared) else None
+
+
 def _output_name(raw_value: str, path: str, is_metrics: bool) -> str:
     var = _var_name(raw_value)
     name = var if var else ("metrics" if is_metrics else Path(path).stem)
@@ -227,10 +244,8 @@ def stages_from_dvc(dvc: Mapping[str, Any]) -> list[Stage]:
             kind: [_norm(_resolve(entry, variables, where)) for entry in _entries(spec.get(kind))]
             for kind in ("deps", "outs", "metrics", "plots")
         }
-        flags = [
-            (flag, raw, _norm(_resolve(raw, variables, where)) if raw is not None and "${" in raw else None)
-            for flag, raw in pairs
-        ]
+        declared_paths = [path for paths in declared.values() for path in paths]
+        flags = [(flag, raw, _flag_path(raw, variables, declared_paths, where)) for flag, raw in pairs]
         parsed[name] = {"module": module, "flags": flags, "declared": declared, "spec": spec}
 
     # Pass 1: the paths each stage writes (its output flags).
@@ -305,6 +320,11 @@ def stages_from_dvc(dvc: Mapping[str, Any]) -> list[Stage]:
                                 f"{where}: depends on {dep} (written by {producer!r}) but its cmd does not pass it"
                             )
         derived = _derived_outputs(name, declared, stages_out[name])
+        kept = [output.path for output in stages_out[name]]
+        for path in declared["outs"] + declared["metrics"] + declared["plots"]:
+            if not any(_inside(path, folder) for folder in kept):
+                # The stage writes it at a fixed path inside the pod: nothing keeps it after the step.
+                log.warning("dvc.yaml stage %r: %s is not under any --flag path; the pipeline step drops it", name, path)
         names = [i.name for i in inputs] + [o.name for o in stages_out[name]] + [d.name for d in derived]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:

@@ -108,29 +108,36 @@ class GuardMiddleware:
 
     @staticmethod
     async def _release_validation_error(send: Send, endpoint: str, held: list[Message]) -> None:
-        """Name BentoML's input-validation 400s by their pydantic error type; a refused upload type becomes 415.
+        """Rewrite BentoML's input-validation 400 into this service's error shape, naming a reason.
 
-        The body is BentoML's ``{"error": "N validation error(s)...", "detail": [{"type", "loc", "msg"}]}``.
+        BentoML answers ``{"error": "N validation error(s) for Input", "detail": [{"type", "loc", "msg"}]}``;
+        clients get ``{"error": reason, "detail": "field: message; ..."}`` like every other refusal,
+        and a refused upload type (pydantic error type ``unsupported_media_type``) becomes a 415.
         """
-        start, chunks = held[0], held[1:]
-        body = b"".join(chunk.get("body", b"") for chunk in chunks)
-        reason, status = "invalid_request", 400
+        body = b"".join(chunk.get("body", b"") for chunk in held[1:])
+        reason, status, detail = "invalid_request", 400, body.decode("utf-8", "replace")[:500]
         try:
-            detail = json.loads(body).get("detail")
-            first = detail[0] if isinstance(detail, list) and detail else {}
-            kind = str(first.get("type") or "")
-            if kind == "unsupported_media_type":
-                reason, status = kind, 415
-            elif kind:
-                reason = f"invalid_{first.get('loc', ['request'])[-1]}" if kind != "missing" else "missing_field"
+            errors = json.loads(body).get("detail")
+            if isinstance(errors, list) and errors:
+                first = errors[0]
+                kind = str(first.get("type") or "")
+                field = str((first.get("loc") or ["request"])[-1])
+                if kind == "unsupported_media_type":
+                    reason, status = kind, 415
+                elif kind == "missing":
+                    reason = "missing_field"
+                else:
+                    reason = f"invalid_{field}"
+                detail = "; ".join(
+                    f"{'.'.join(str(part) for part in e.get('loc') or [])}: {e.get('msg', '')}".removeprefix(": ")
+                    for e in errors
+                )
         except (ValueError, AttributeError, TypeError):
             pass
         metrics().rejected.labels(endpoint=endpoint, reason=reason).inc()
-        headers = [(k, v) for k, v in start.get("headers") or [] if k.lower() != REASON_HEADER] + [
-            (REASON_HEADER, reason.encode())
-        ]
-        await send({**start, "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        start, headers, payload = json_error(status, reason, detail)
+        await send(start)
+        await send({"type": "http.response.body", "body": payload})
 
     @staticmethod
     def _bounded(receive: Receive, limit: int) -> Receive:

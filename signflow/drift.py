@@ -27,15 +27,12 @@ of enough expected samples per bin). Confidence uses the reference's histogram b
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-
-logger = logging.getLogger(__name__)
 
 REFERENCE_KIND = "signflow.drift.reference"
 REFERENCE_VERSION = 1
@@ -48,7 +45,9 @@ class DriftReferenceError(ValueError):
     """A drift reference that cannot be used (wrong kind/version, inconsistent counts)."""
 
 
-def psi(expected: Sequence[float] | np.ndarray, actual: Sequence[float] | np.ndarray, eps: float = DEFAULT_EPS) -> float:
+def psi(
+    expected: Sequence[float] | np.ndarray, actual: Sequence[float] | np.ndarray, eps: float = DEFAULT_EPS
+) -> float:
     """Population stability index between two histograms over the same bins.
 
     Both inputs may be counts or proportions: each is normalised to sum to 1. Empty bins are
@@ -66,9 +65,17 @@ def psi(expected: Sequence[float] | np.ndarray, actual: Sequence[float] | np.nda
             raise ValueError(f"psi {name} histogram must be finite and non-negative")
         if hist.sum() <= 0:
             raise ValueError(f"psi {name} histogram is empty (sums to 0)")
-    e = np.maximum(e / e.sum(), eps)
-    a = np.maximum(a / a.sum(), eps)
-    return float(np.sum((a - e) * np.log(a / e)))
+    return _psi(_proportions(e, eps), a, eps)
+
+
+def _proportions(hist: np.ndarray, eps: float) -> np.ndarray:
+    return np.maximum(hist / hist.sum(), eps)
+
+
+def _psi(expected_props: np.ndarray, actual: np.ndarray, eps: float) -> float:
+    """PSI without input checks: the monitor's per-request path (its inputs are valid by construction)."""
+    a = _proportions(actual, eps)
+    return float(np.dot(a - expected_props, np.log(a / expected_props)))
 
 
 def build_reference(
@@ -119,7 +126,8 @@ def _confidence_histogram(conf: np.ndarray, edges: np.ndarray) -> np.ndarray:
 
 
 def _confidence_bin(conf: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    return np.clip(np.searchsorted(edges, conf, side="right") - 1, 0, len(edges) - 2)
+    # searchsorted on the inner edges: 0 for conf < edges[1], last bin for conf >= edges[-2] (1.0 included).
+    return np.searchsorted(edges[1:-1], conf, side="right")
 
 
 def validate_reference(reference: dict[str, Any]) -> None:
@@ -173,8 +181,11 @@ class DriftMonitor:
             self._class_to_bin = np.full(self.num_classes, max_bins - 1)
             self._class_to_bin[order[: max_bins - 1]] = np.arange(max_bins - 1)
         num_class_bins = int(self._class_to_bin.max()) + 1
-        self._ref_class = np.bincount(self._class_to_bin, weights=ref_classes, minlength=num_class_bins)
-        self._ref_conf = np.asarray(reference["confidence_counts"], dtype=np.float64)
+        ref_class_bins = np.bincount(self._class_to_bin, weights=ref_classes, minlength=num_class_bins)
+        ref_conf = np.asarray(reference["confidence_counts"], dtype=np.float64)
+        # Reference proportions are fixed: normalise (and floor) them once, not per request.
+        self._ref_class = _proportions(ref_class_bins, eps)
+        self._ref_conf = _proportions(ref_conf, eps)
 
         self._lock = threading.Lock()
         self._recent: deque[tuple[int, int]] = deque()
@@ -212,7 +223,7 @@ class DriftMonitor:
                     self._conf_counts[old_conf] -= 1
             if len(self._recent) < self.window:
                 return None
-            class_psi = psi(self._ref_class, self._class_counts, self.eps)
-            confidence_psi = psi(self._ref_conf, self._conf_counts, self.eps)
+            class_psi = _psi(self._ref_class, self._class_counts, self.eps)
+            confidence_psi = _psi(self._ref_conf, self._conf_counts, self.eps)
             self.last_components = {"class_psi": class_psi, "confidence_psi": confidence_psi}
             return max(class_psi, confidence_psi)

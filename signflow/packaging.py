@@ -247,7 +247,8 @@ def _latency(candidate: Candidate, measure: bool) -> float:
         if value is not None:
             candidate.latency_ms, candidate.latency_source = value, f"metrics:{key}"
             return value
-    if not measure:
+    if not measure or candidate.source == "experiment":
+        # An experiment's model is not on disk until it wins; unknown latency ranks last in a tie.
         return math.inf
     candidate.latency_ms = measure_latency_ms(candidate.model_dir)
     candidate.latency_source = "measured"
@@ -255,6 +256,10 @@ def _latency(candidate: Candidate, measure: bool) -> float:
 
 
 # --------------------------------------------------------------------------- choice
+
+
+def _ms(value: float | None) -> str:
+    return "unknown latency" if value is None or math.isinf(value) else f"{value:.2f} ms"
 
 
 def choose(
@@ -285,10 +290,10 @@ def choose(
             _latency(candidate, measure_latency)
         tied.sort(key=lambda c: c.latency_ms if c.latency_ms is not None else math.inf)
         winner = tied[0]
-        others = ", ".join(f"{c.name} {c.latency_ms:.2f} ms" for c in tied[1:])
+        others = ", ".join(f"{c.name} {_ms(c.latency_ms)}" for c in tied[1:])
         reason = (
             f"{winner.name} tied on {metric}={winner.value:.6g} ({mode}, tolerance {tie_tolerance:g}) with "
-            f"{len(tied) - 1} other(s) and has the lowest forward latency ({winner.latency_ms:.2f} ms vs {others})"
+            f"{len(tied) - 1} other(s) and has the lowest forward latency ({_ms(winner.latency_ms)} vs {others})"
         )
     else:
         winner = tied[0]
@@ -436,7 +441,7 @@ def package(
         candidates.append(
             Candidate(
                 name=f"exp:{row['name']}",
-                model_dir=model_dir,  # replaced by the materialised copy if it wins
+                model_dir=model_dir,  # placeholder: replaced by the fetched copy if it wins
                 metrics=row["metrics"],
                 source="experiment",
                 rev=row["rev"],

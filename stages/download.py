@@ -47,8 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         params = load_params(args.params).data
         # Leftovers of a killed run of this stage only (other stages' temporaries are not ours).
-        for leftover in out.parent.glob(f"{atomic.TMP_PREFIX}{out.name}.*"):
-            shutil.rmtree(leftover, ignore_errors=True)
+        for pattern in (f"{atomic.TMP_PREFIX}{out.name}.*", ".extract-*"):
+            for leftover in out.parent.glob(pattern):
+                shutil.rmtree(leftover, ignore_errors=True)
         with atomic.atomic_path(out, is_dir=True) as tmp:
             summary = run_download(params, tmp, cache_dir=args.cache_dir)
     except (ParamsError, IndexFormatError, SourceError, OSError) as error:

@@ -63,11 +63,18 @@ def main(argv: list[str] | None = None) -> int:
             progress=not args.no_progress,
         )
     atomic.write_json(args.report, summary)
+    skipped_csv = Path(args.out) / preprocess.SKIPPED_NAME
+    per_split = summary.get("per_split", summary.get("written", {}))
+    if plans and not any(per_split.values()):
+        # Every video failed: no point handing empty shards to training (DVC keeps the old outputs).
+        print(f"extract: error: none of the {len(plans)} planned videos could be extracted; see {skipped_csv}",
+              file=sys.stderr)
+        return 1
     if summary.get("skipped"):
-        log.warning("%d videos skipped; see %s", summary["skipped"], Path(args.out) / preprocess.SKIPPED_NAME)
+        log.warning("%d videos skipped; see %s", summary["skipped"], skipped_csv)
     print(
-        f"extract ({params.extract.representation}): {summary.get('extracted')} clips "
-        f"{summary.get('per_split')}, {summary.get('skipped')} skipped"
+        f"extract ({params.extract.representation}): {sum(per_split.values())} clips {per_split}, "
+        f"{summary.get('skipped')} skipped"
     )
     return 0
 

@@ -113,7 +113,8 @@ def test_stage_plans_good_videos_and_lists_unreadable_ones(make_video, tmp_path:
     splits.write_outputs(result, tmp_path / "split")
     params = tmp_path / "params.yaml"
     params.write_text("crop: {margin: 0.5, square: true}\n")
-    argv = ["--params", str(params), "--raw", str(raw), "--split", str(tmp_path / "split"), "--out", str(tmp_path / "crop")]
+    argv = ["--params", str(params), "--raw", str(raw), "--split", str(tmp_path / "split"),
+            "--out", str(tmp_path / "crop")]
     assert crop_stage.main(argv) == 0
     plans = [json.loads(line) for line in (tmp_path / "crop" / "plans.jsonl").read_text().splitlines()]
     assert [p["video_id"] for p in plans] == ["good"]

@@ -92,8 +92,6 @@ def test_data_stages_cache(repo: Path) -> None:
 
     _set_param(repo, "train", "epochs", 1)
     _set_param(repo, "train", "lr", 0.5)
-    model = yaml.safe_load((repo / "params.yaml").read_text())["model"]
-    model["dropout"] = 0.1
     _set_param(repo, "model", "dropout", 0.1)
     status = _run([dvc, "status", *DATA_STAGES], repo)
     assert "up to date" in status, status

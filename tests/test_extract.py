@@ -105,7 +105,8 @@ def test_stage_end_to_end_from_plans(raw_dir: Path, tmp_path: Path, capsys) -> N
     crop_dir.mkdir()
     (crop_dir / crop.PLANS_NAME).write_text("".join(json.dumps(p) + "\n" for p in _plans()))
     (crop_dir / crop.SKIPPED_NAME).write_text("video_id,reason,detail\ngone,missing,not there\n")
-    argv = _stage_argv(tmp_path, raw_dir, crop_dir, "extract: {seq_len: 2, stored_frames: 4, frame_size: 16, num_workers: 1}\n")
+    params_text = "extract: {seq_len: 2, stored_frames: 4, frame_size: 16, num_workers: 1}\n"
+    argv = _stage_argv(tmp_path, raw_dir, crop_dir, params_text)
     assert extract_stage.main(argv) == 0
     report = json.loads((tmp_path / "reports" / "extract.json").read_text())
     assert report["extracted"] == 6 and report["skipped"] == 4  # min_frames 4 by default: "a" (8 frames) is kept
@@ -121,7 +122,9 @@ def test_stage_end_to_end_from_plans(raw_dir: Path, tmp_path: Path, capsys) -> N
         (True, "extract: {frame_sise: 8}\n", "extract.frame_sise: unknown key"),
     ],
 )
-def test_stage_errors_are_one_line(raw_dir: Path, tmp_path: Path, capsys, make_plans: bool, params_text: str, message: str) -> None:
+def test_stage_errors_are_one_line(
+    raw_dir: Path, tmp_path: Path, capsys, make_plans: bool, params_text: str, message: str
+) -> None:
     crop_dir = tmp_path / "crop"
     crop_dir.mkdir()
     if make_plans:
@@ -130,3 +133,13 @@ def test_stage_errors_are_one_line(raw_dir: Path, tmp_path: Path, capsys, make_p
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "features").exists()
+
+
+def test_stage_fails_clearly_when_no_video_could_be_extracted(raw_dir: Path, tmp_path: Path, capsys) -> None:
+    crop_dir = tmp_path / "crop"
+    crop_dir.mkdir()
+    bad = [p for p in _plans() if p["video_id"] in ("zero", "text")]
+    (crop_dir / crop.PLANS_NAME).write_text("".join(json.dumps(p) + "\n" for p in bad))
+    assert extract_stage.main(_stage_argv(tmp_path, raw_dir, crop_dir, "{}\n")) == 1
+    err = capsys.readouterr().err
+    assert "none of the 2 planned videos" in err and "skipped.csv" in err

@@ -340,3 +340,18 @@ def test_landmark_archs_dispatch(arch: str) -> None:
     assert logits.shape == (2, NUM_CLASSES)
     groups = param_groups(model)
     assert sum(p.numel() for group in groups.values() for p in group) == count_parameters(model, trainable_only=True)
+
+
+def test_landmark_model_file_round_trip(tmp_path: Path) -> None:
+    pytest.importorskip("signflow.models.landmark", reason="helper module signflow.models.landmark not present yet")
+    model_params = ModelParams(arch="landmark_lstm")
+    model = build_model(model_params, NUM_CLASSES, seq_len=8, num_joints=42, channels=4).eval()
+    path = tmp_path / "model.pt"
+    save_model_file(
+        path, model, arch="landmark_lstm", model_params=model_params, num_classes=NUM_CLASSES,
+        label_map=[str(i) for i in range(NUM_CLASSES)], preprocess={"layout": "TJC"},
+    )  # fmt: skip
+    loaded, meta = load_model_file(path, expected_arch="landmark_lstm")
+    assert meta["input"] == {"seq_len": 8, "frame_size": None, "num_joints": 42, "channels": 4}
+    x = torch.randn(2, 8, 42, 4)
+    torch.testing.assert_close(loaded(x), model(x))

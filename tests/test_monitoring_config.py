@@ -15,13 +15,13 @@ import yaml
 from signflow.config import apply_overrides, load_params
 from signflow.monitoring import build, check
 from signflow.monitoring.dashboards import build_dashboard, iter_queries
-from signflow.monitoring.promql import referenced_metrics
+from signflow.monitoring.promql import referenced_metrics, substitute_variables
 from signflow.monitoring.rules import JOB, alert_names, alert_tests
 
 REPO = Path(__file__).resolve().parents[1]
 MONITORING = REPO / "monitoring"
 
-pytestmark = pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool missing: make system-deps")
+needs_promtool = pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool missing: make system-deps")
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,8 @@ def test_build_check_cli_flags_a_hand_edit_and_rebuild_restores(monitoring_copy:
     alerts.write_text(alerts.read_text().replace("for: 10m", "for: 1h"), encoding="utf-8")
     argv = ["--params", str(REPO / "params.yaml"), "--out", str(monitoring_copy)]
     assert build.main([*argv, "--check"]) == 1
-    assert "stale:" in capsys.readouterr().out and "alerts.yml" in capsys.readouterr().out + str(alerts)
+    out = capsys.readouterr().out
+    assert "stale:" in out and "rules/alerts.yml" in out and "recording.yml" not in out
     assert build.main(argv) == 0
     assert build.main([*argv, "--check"]) == 0
 
@@ -82,6 +83,7 @@ def test_bad_params_fail_the_builder_with_one_line(tmp_path: Path, capsys) -> No
 # --------------------------------------------------------------------------- promtool
 
 
+@needs_promtool
 def test_promtool_config_rules_and_unit_tests_pass() -> None:
     assert check.check_prometheus(MONITORING) == []
 
@@ -93,11 +95,14 @@ def test_every_alert_has_a_firing_and_a_silent_unit_test(mp) -> None:
             for expectation in case["alert_rule_test"]:
                 (fired if expectation["exp_alerts"] else silent).add(expectation["alertname"])
     assert fired == set(alert_names(mp)) == silent
-    required = {"SignflowHighErrorRate", "SignflowLatencySLOBreach", "SignflowLowConfidenceSpike",
-                "SignflowPredictionDrift", "SignflowNoTraffic", "SignflowServiceDown", "SignflowModelNotReady"}  # fmt: skip
+    required = {
+        "SignflowHighErrorRate", "SignflowLatencySLOBreach", "SignflowLowConfidenceSpike", "SignflowPredictionDrift",
+        "SignflowNoTraffic", "SignflowServiceDown", "SignflowModelNotReady",
+    }  # fmt: skip
     assert required <= fired
 
 
+@needs_promtool
 def test_rule_with_a_syntax_error_is_reported(monitoring_copy: Path) -> None:
     alerts = monitoring_copy / "rules" / "alerts.yml"
     alerts.write_text(alerts.read_text().replace('up{job="signflow"} == 0', 'up{job="signflow"} == == 0'))
@@ -106,6 +111,7 @@ def test_rule_with_a_syntax_error_is_reported(monitoring_copy: Path) -> None:
     assert any("alerts.yml" in p and "check rules" in p for p in problems)
 
 
+@needs_promtool
 def test_alert_that_cannot_fire_fails_its_unit_test(monitoring_copy: Path) -> None:
     # A ratio never exceeds 1 + threshold: the generated promtool tests must catch the silent alert.
     alerts = monitoring_copy / "rules" / "alerts.yml"
@@ -116,6 +122,7 @@ def test_alert_that_cannot_fire_fails_its_unit_test(monitoring_copy: Path) -> No
     assert any("test rules" in p and "SignflowHighErrorRate" in p for p in problems)
 
 
+@needs_promtool
 def test_recording_rule_regression_fails_the_hand_written_test(monitoring_copy: Path) -> None:
     recording = monitoring_copy / "rules" / "recording.yml"
     recording.write_text(recording.read_text().replace("histogram_quantile(0.95", "histogram_quantile(0.9"))
@@ -158,7 +165,7 @@ def test_broken_dashboard_json_is_reported(monitoring_copy: Path) -> None:
         (lambda d: d["panels"][1]["targets"][0].update(expr=" "), "has no expression"),
         (lambda d: d["panels"][2].update(datasource={"type": "prometheus", "uid": "P1809F7CD0C75ACF3"}),
          "hard-codes data source uid"),
-        (lambda d: d["panels"][3]["targets"][0].update(expr="sum(up{job=~\"$cluster\"})"), "undefined variable $cluster"),
+        (lambda d: d["panels"][3]["targets"][0].update(expr='sum(up{job=~"$cluster"})'), "undefined variable $cluster"),
         (lambda d: d["templating"].update(list=[v for v in d["templating"]["list"] if v["type"] != "datasource"]),
          "no data source template variable"),
         (lambda d: d.update(panels=[]), "no panels"),
@@ -172,6 +179,7 @@ def test_dashboard_structure_problems_are_named(mp, breakage, message: str) -> N
     assert any(message in p for p in problems), problems
 
 
+@needs_promtool
 def test_check_cli_on_a_broken_copy_exits_1(monitoring_copy: Path, capsys) -> None:
     (monitoring_copy / "grafana" / "dashboards" / "signflow.json").write_text("{", encoding="utf-8")
     recording = monitoring_copy / "rules" / "recording.yml"
@@ -323,3 +331,24 @@ def test_compose_prometheus_and_grafana_files_fit_together() -> None:
     assert mounts["/etc/grafana/provisioning"] == "./grafana/provisioning"
     home = compose["grafana"]["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
     assert (MONITORING / "grafana" / "dashboards" / Path(home).name).is_file()
+
+
+# --------------------------------------------------------------------------- PromQL helpers
+
+
+def test_referenced_metrics_finds_samples_not_recording_rules() -> None:
+    expr = (
+        'histogram_quantile(0.95, sum by (le) (rate(signflow_stage_latency_seconds_bucket{job="$job"}[5m])))'
+        " / signflow:predictions:rate15m + bentoml_service_request_total"
+    )
+    assert referenced_metrics(expr) == {"signflow_stage_latency_seconds_bucket", "bentoml_service_request_total"}
+
+
+def test_substitute_variables_like_grafana() -> None:
+    values = {"job": "signflow", "__rate_interval": "1m"}
+    assert (
+        substitute_variables('rate(x{job="$job"}[$__rate_interval]) + y{job="${job}"}', values)
+        == 'rate(x{job="signflow"}[1m]) + y{job="signflow"}'
+    )
+    with pytest.raises(KeyError, match="cluster"):
+        substitute_variables('up{cluster="$cluster"}', values)

@@ -174,3 +174,71 @@ def test_package_stage_fails_with_one_clear_line(tmp_path: Path, capsys: pytest.
     assert main(["--params", str(_params(tmp_path, [])), "--models", str(tmp_path / "nowhere"),
                  "--metrics", str(tmp_path / "nowhere.json"), "--out", str(out)]) == 2
     assert "metrics file not found" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- DVC experiments (real dvc + git)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_better_dvc_experiment_wins_and_is_fetched_from_the_cache(tmp_path: Path) -> None:
+    """A real repo: the workspace run scores 0.0, an experiment (``-S train.seed=9``) scores 0.9."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml"), "BENTOML_DO_NOT_TRACK": "True",
+           "DO_NOT_TRACK": "1", "DVC_NO_ANALYTICS": "1", "PYTHONPATH": f"{REPO_ROOT}:{REPO_ROOT / 'tests'}",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    bin_dir = Path(sys.executable).parent
+    env["PATH"] = f"{bin_dir}:{env['PATH']}"
+
+    def run(*args: str) -> str:
+        result = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True, timeout=240)
+        assert result.returncode == 0, f"{args}: {result.stdout[-1500:]}{result.stderr[-1500:]}"
+        return result.stdout
+
+    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    raw["package"]["experiments"] = True
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw))
+    (repo / "make_run.py").write_text(
+        "import json, pathlib, yaml\n"
+        "from tiny_model import make_model_dir\n"
+        "seed = yaml.safe_load(open('params.yaml'))['train']['seed']\n"
+        "make_model_dir(pathlib.Path('models'), seed=seed)\n"
+        "pathlib.Path('reports/evaluate').mkdir(parents=True, exist_ok=True)\n"
+        "json.dump({'test_top1': seed / 10}, open('reports/evaluate/metrics.json', 'w'))\n"
+    )
+    (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"train": {
+        "cmd": "python make_run.py", "deps": ["make_run.py"], "params": ["train.seed"], "outs": ["models"],
+        "metrics": [{"reports/evaluate/metrics.json": {"cache": False}}],
+    }}}))
+    run("git", "init", "-q")
+    run("dvc", "init", "-q")
+    run("dvc", "config", "core.analytics", "false")
+    run("dvc", "repro", "-q")
+    run("git", "add", "-A")
+    run("git", "commit", "-qm", "baseline")
+    run("dvc", "exp", "run", "-q", "-S", "train.seed=9", "--name", "seed-nine")
+    # Back to the baseline workspace (seed 0, metric 0.0): the experiment lives only in DVC's refs/cache.
+    run("git", "checkout", "--", "params.yaml", "dvc.lock")
+    run("dvc", "checkout", "-q", "--force")
+    assert json.loads((repo / "reports/evaluate/metrics.json").read_text()) == {"test_top1": 0.0}
+
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.package", "--params", "params.yaml", "--models", "models",
+         "--metrics", "reports/evaluate/metrics.json", "--out", "reports/package.json"],
+        cwd=repo, env=env, capture_output=True, text=True, timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads((repo / "reports/package.json").read_text())
+    assert record["winner"]["name"] == "exp:seed-nine" and record["winner"]["value"] == 0.9
+    assert {c["name"] for c in record["candidates"]} == {"workspace", "exp:seed-nine"}
+    # The store holds the experiment's weights (seed 9), not the workspace's (seed 0).
+    import torch
+
+    name, version = record["model_tag"].split(":")
+    stored = torch.load(tmp_path / "bentoml/models" / name / version / "model.pt", weights_only=True)
+    expected = torch.load(make_model_dir(tmp_path / "seed9", seed=9) / "model.pt", weights_only=True)
+    workspace = torch.load(repo / "models/model.pt", weights_only=True)
+    key = next(iter(expected["state_dict"]))
+    assert torch.equal(stored["state_dict"][key], expected["state_dict"][key])
+    assert not torch.equal(stored["state_dict"][key], workspace["state_dict"][key])

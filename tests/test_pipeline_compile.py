@@ -34,7 +34,8 @@ CHECKED_IN = REPO / "pipelines" / "signflow_pipeline.yaml"
 
 
 def _documents(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    docs = [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc]
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    docs = [doc for doc in yaml.load_all(path.read_text(encoding="utf-8"), Loader=loader) if doc]
     return docs[0], (docs[1] if len(docs) > 1 else {})
 
 
@@ -303,3 +304,65 @@ def test_runtime_confusion_matrix_and_report(tmp_path: Path) -> None:
     report = markdown_report("evaluate", tmp_path)
     assert "| test.top1 | 0.5 |" in report and "| book | 0.5 |" in report
     assert flatten_metrics({"a": {"b": 1, "c": True, "d": float("nan")}, "e": 2.5}) == {"a.b": 1.0, "e": 2.5}
+
+
+def test_submit_validates_run_arguments_before_sending(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from pipelines import submit
+
+    assert submit.build_arguments(CHECKED_IN, ["train.epochs=3", "train.lr=0.003"]) == {"train__epochs": 3}
+    with pytest.raises(ParamsError, match="extract.stored_frames"):
+        submit.build_arguments(CHECKED_IN, ["extract.stored_frames=2", "extract.seq_len=8"])
+    with pytest.raises(ParamsError, match="monitoring.drift_window is not a parameter"):
+        submit.build_arguments(CHECKED_IN, ["monitoring.drift_window=50"])
+    other = tmp_path / "params.yaml"
+    params = load_params(REPO / "params.yaml")
+    other.write_text(
+        yaml.safe_dump({**params.model_dump(mode="json"), "train": {**params.train.model_dump(mode="json"), "seed": 7}}),
+        encoding="utf-8",
+    )
+    assert submit.build_arguments(CHECKED_IN, [], params_file=other) == {"train__seed": 7}
+    common = ["--host", "http://127.0.0.1:9", "--experiment", "x", "--package", str(CHECKED_IN)]
+    assert submit.main([*common, "-p", "train.epochs=3", "--no-cache", "--dry-run"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out) == {"arguments": {"train__epochs": 3}, "enable_caching": False}
+    assert submit.main([*common, "-p", "train.epochs=0"]) == 2
+    assert capsys.readouterr().err.startswith("submit: error: run parameters: invalid parameters")
+
+
+def _dvc(**stages: dict[str, Any]) -> dict[str, Any]:
+    return {"vars": [{"paths": {"raw": "data/raw", "split": "data/split"}}], "stages": stages}
+
+
+_DOWNLOAD = {"cmd": "python -m stages.download --params params.yaml --out ${paths.raw}", "outs": ["${paths.raw}"]}
+
+
+@pytest.mark.parametrize(
+    ("stage", "message"),
+    [
+        ({"cmd": "bash run.sh", "deps": []}, "cmd must be 'python -m stages.<name>"),
+        ({"cmd": "python -m stages.split --params params.yaml --raw data/x --out ${paths.split}",
+          "deps": ["${paths.raw}"], "outs": ["${paths.split}"]}, "depends on data/raw .* but its cmd does not pass it"),
+        ({"cmd": "python -m stages.split --params params.yaml --index ${paths.raw}/../index.json --out ${paths.split}",
+          "deps": ["data/index.json"], "outs": ["${paths.split}"]}, "cannot be passed between pipeline steps"),
+        ({"cmd": "python -m stages.split --params params.yaml --raw ${paths.nope}", "deps": []}, r"\$\{paths.nope\} is not defined"),
+        ({"cmd": "python -m stages.split --params other.yaml --raw ${paths.raw}", "deps": ["${paths.raw}"]}, "--params must be"),
+    ],
+)
+def test_dvc_yaml_the_pipeline_cannot_wire_fails_at_compile_time(stage: dict[str, Any], message: str) -> None:
+    with pytest.raises(PipelineError, match=message):
+        stages_from_dvc(_dvc(download=_DOWNLOAD, split=stage))
+
+
+def test_wiring_follows_dvc_yaml_paths() -> None:
+    split = {
+        "cmd": "python -m stages.split --params params.yaml --labels ${paths.raw}/index.json --out ${paths.split} "
+               "--report reports/split.json --fast",
+        "deps": ["${paths.raw}/index.json"], "params": ["split.seed", {"params.yaml": ["crop"]}],
+        "outs": ["${paths.split}"], "metrics": ["reports/split.json"],
+    }
+    download, wired = stages_from_dvc(_dvc(split=split, download=_DOWNLOAD))  # dependency order, not file order
+    assert download.name == "download" and wired.sections == ("split", "crop")
+    assert [(a.flag, a.kind, a.artifact, a.subpath) for a in wired.args] == [
+        ("--params", "params", "", ""), ("--labels", "input", "raw", "index.json"), ("--out", "output", "split", ""),
+        ("--report", "output", "metrics", ""), ("--fast", "literal", "", ""),
+    ]
+    assert {(o.name, o.type_name) for o in wired.outputs} == {("split", "Dataset"), ("metrics", "Metrics")}

@@ -90,28 +90,30 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     params = apply_overrides(load_params(repo / "params.yaml"), SMALL)
     (repo / "params.yaml").write_text(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
     env = _env(repo.parent / "bentoml-dvc")
-    for command in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"]):
+    # `dvc init -f`: the project may already carry a .dvc/ folder (a fresh clone does). The commit:
+    # dvclive (train) reads the baseline revision, which an empty repository does not have.
+    git = ["git", "-c", "user.name=signflow-test", "-c", "user.email=test@localhost", "-c", "commit.gpgsign=false"]
+    for command in (
+        ["git", "init", "-q"],
+        ["dvc", "init", "-q", "-f"],
+        ["dvc", "config", "core.analytics", "false"],
+        [*git, "add", "-A"],
+        [*git, "commit", "-q", "-m", "snapshot"],
+    ):
         subprocess.run(command, cwd=repo, env=env, check=True, capture_output=True, text=True)
     result = subprocess.run(["dvc", "repro"], cwd=repo, env=env, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, f"dvc repro failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     return repo
 
 
-@pytest.fixture(scope="module")
-def kfp_run(project: Path) -> Path:
-    """The compiled pipeline (defaults = the small params) run by kfp.local; returns the run folder."""
+def _run_locally(package: Path, project: Path, root: Path) -> Path:
+    """Run a compiled pipeline (its defaults) with kfp.local from ``project``; returns the run folder."""
     from kfp import components, local
 
-    package = compile_pipeline(
-        project.parent / "signflow_pipeline.yaml",
-        params_path=project / "params.yaml",
-        dvc_path=project / "dvc.yaml",
-    )
-    root = project.parent / "kfp-root"  # outside the repo copy: kfp.local writes every artifact here
-    root.mkdir()
+    root.mkdir()  # outside the repo copy: kfp.local writes every artifact here
     env_before = dict(os.environ)
     cwd_before = Path.cwd()
-    os.environ.update(_env(project.parent / "bentoml-kfp"))
+    os.environ.update(_env(root.parent / f"bentoml-{root.name}"))
     os.chdir(project)  # steps run in the working directory, like `dvc repro`
     try:
         local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
@@ -119,6 +121,8 @@ def kfp_run(project: Path) -> Path:
         with warnings.catch_warnings():
             # SubprocessRunner warns that the step image is not a python image; it runs this venv instead.
             warnings.simplefilter("ignore", RuntimeWarning)
+            # ...and that Kubernetes resources (CPU, memory, GPUs) mean nothing locally.
+            warnings.filterwarnings("ignore", message=r"Task .* have no effect in the current local runner")
             pipeline()
     finally:
         os.chdir(cwd_before)
@@ -126,6 +130,17 @@ def kfp_run(project: Path) -> Path:
         os.environ.update(env_before)
     (run,) = [path for path in root.iterdir() if path.is_dir()]
     return run
+
+
+@pytest.fixture(scope="module")
+def kfp_run(project: Path) -> Path:
+    """The compiled pipeline (defaults = the small params) run by kfp.local; returns the run folder."""
+    package = compile_pipeline(
+        project.parent / "signflow_pipeline.yaml",
+        params_path=project / "params.yaml",
+        dvc_path=project / "dvc.yaml",
+    )
+    return _run_locally(package, project, project.parent / "kfp-root")
 
 
 def _executor_output(run: Path, task: str) -> dict[str, Any]:
@@ -169,3 +184,21 @@ def test_data_stages_agree_byte_for_byte(project: Path, kfp_run: Path) -> None:
     assert _artifact_metadata(kfp_run, "split", "metrics") == pytest.approx(
         flatten_metrics(json.loads((project / "reports" / "split.json").read_text(encoding="utf-8")))
     )
+
+
+def test_train_step_runs_torchrun_with_one_worker_per_gpu(
+    project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """gpus: 2 -> the train step launches torchrun with 2 workers (gloo on CPU stands in for NCCL on GPUs)."""
+    package = compile_pipeline(
+        tmp_path / "ddp.yaml",
+        params_path=project / "params.yaml",
+        dvc_path=project / "dvc.yaml",
+        stage_names=["download", "split", "crop", "extract", "train"],
+        overrides=["kubeflow.resources.train.gpus=2"],
+    )
+    run = _run_locally(package, project, tmp_path / "kfp-ddp")
+    log = capsys.readouterr().out
+    assert "torch.distributed.run --standalone --nproc_per_node=2 -m stages.train" in log
+    assert "process group: backend=gloo rank=0/2" in log
+    assert (run / "train" / "model" / "model.pt").is_file()

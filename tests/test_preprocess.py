@@ -102,7 +102,8 @@ def _unknown_codec(tmp_path: Path) -> Path:
     """An AVI whose codec tag FFmpeg has no decoder for (the container itself parses)."""
     avi = tmp_path / "mjpeg.avi"
     subprocess.run(
-        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=10", "-t", "1", "-c:v", "mjpeg", str(avi)],
+        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=10", "-t", "1",
+         "-c:v", "mjpeg", str(avi)],
         check=True,
     )
     odd = tmp_path / "odd.avi"
@@ -143,3 +144,19 @@ def test_range_past_the_end_too_short_and_too_long(make_video) -> None:
     with pytest.raises(video.VideoError) as caught:
         preprocess.frames_to_stored([], None, CFG)
     assert caught.value.reason == "no_frames"
+
+
+@pytest.mark.parametrize(
+    ("start", "stop", "num_frames"),
+    [(0, None, 20), (3, 15, 20), (4, 400, 20), (0, None, 30), (0, None, 12), (2, None, 1)],
+)
+def test_converting_only_stored_frames_gives_the_same_result(make_video, start, stop, num_frames) -> None:
+    # With the container's count the decoder skips RGB conversion of unstored frames; a wrong
+    # count (30 or 12 for a 20-frame clip) must fall back, never change the output.
+    path, _ = make_video(num_frames=20)
+    config = PreprocessConfig(seq_len=4, stored_frames=6, frame_size=16)
+    plain = preprocess.decode_to_stored(path, start=start, stop=stop, box=(4, 2, 60, 46), config=config)
+    fast = preprocess.decode_to_stored(path, start=start, stop=stop, box=(4, 2, 60, 46), config=config,
+                                       num_frames=num_frames)
+    assert fast[1] == plain[1]
+    np.testing.assert_array_equal(fast[0], plain[0])

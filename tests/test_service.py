@@ -58,6 +58,13 @@ def post_frames(server: Served, frames, **fields) -> requests.Response:
     return requests.post(f"{server.url}/predict_frames", json=payload, headers=AUTH, timeout=60)
 
 
+def post_npy(server: Served, array: np.ndarray, **fields) -> requests.Response:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    files = {"npy": ("frames.npy", buffer.getvalue(), "application/octet-stream")}
+    return requests.post(f"{server.url}/predict_frames", files=files, data=fields, headers=AUTH, timeout=60)
+
+
 def assert_still_serving(server: Served, clip: tuple[Path, np.ndarray]) -> None:
     response = post_video(server, clip[0].read_bytes())
     assert response.status_code == 200, response.text
@@ -95,6 +102,8 @@ def test_served_logits_equal_the_predictor_used_by_evaluate(server: Served, clip
     # Frames decoded by the client (the lossless clip decodes to exactly these) give the same answer.
     served_frames = np.array(post_frames(server, clip[1], return_logits=True).json()["logits"])
     np.testing.assert_allclose(served_frames, expected, rtol=1e-4, atol=1e-5)
+    served_npy = np.array(post_npy(server, clip[1], return_logits="true").json()["logits"])
+    np.testing.assert_allclose(served_npy, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_predict_frames_batch_and_concurrent_requests(server: Served, clip) -> None:
@@ -143,17 +152,27 @@ def test_bad_frames_are_refused_with_a_reason(server: Served, clip) -> None:
     frames = clip[1]
     cases = [
         ("wrong shape", frames[..., 0], 400, "bad_shape"),
-        ("float dtype", frames.astype(np.float32) / 255.0, 400, "bad_dtype"),
-        ("values out of range", frames.astype(np.int64) + 300, 400, "bad_dtype"),
+        ("float dtype", frames[:2].astype(np.float32) / 255.0, 400, "bad_dtype"),
+        ("values out of range", frames[:2].astype(np.int64) + 300, 400, "bad_dtype"),
         ("empty batch", [], 400, "empty_batch"),
         ("too many clips", np.zeros((9, 2, 4, 4, 3), np.uint8), 413, "batch_too_large"),
-        ("ragged frames", [[[[1, 2, 3]]], [[[1, 2]]]], 400, None),
+        ("ragged frames", [[[[1, 2, 3]]], [[[1, 2]]]], 400, "bad_shape"),
+        ("not numbers", [[[["a", "b", "c"]]]], 400, "bad_dtype"),
     ]
     for label, payload, status, reason in cases:
         response = post_frames(server, payload)
         assert response.status_code == status, f"{label}: {response.status_code} {response.text}"
         if reason:
             assert response.json()["error"] == reason, label
+        assert_still_serving(server, clip)
+    for label, response, reason in [
+        ("neither frames nor npy", post_frames(server, None), "bad_shape"),
+        (".npy that is not one", requests.post(
+            f"{server.url}/predict_frames", files={"npy": ("x.npy", b"not numpy", "application/octet-stream")},
+            headers=AUTH, timeout=30), "bad_npy"),
+        (".npy of the wrong shape", post_npy(server, frames[..., :2]), "bad_shape"),
+    ]:
+        assert response.status_code == 400 and response.json()["error"] == reason, f"{label}: {response.text}"
         assert_still_serving(server, clip)
     bad_top_k = post_frames(server, frames, top_k=99)
     assert bad_top_k.status_code == 400 and bad_top_k.json()["error"] == "bad_top_k"

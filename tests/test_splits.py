@@ -51,13 +51,15 @@ def _synthetic_index(num_glosses: int = 4, signers: int = 6, reps: int = 3, obta
 def _index_from_nslt(shared: Path, name: str) -> list:
     """A complete WLASL-K index (every video obtained) rebuilt from an official nslt file + the class list."""
     nslt = json.loads((shared / "wlasl" / name).read_text())
-    classes = [line.split("\t", 1)[1].strip() for line in (shared / "wlasl" / "wlasl_class_list.txt").read_text().splitlines()]
+    class_list = (shared / "wlasl" / "wlasl_class_list.txt").read_text().splitlines()
+    classes = [line.split("\t", 1)[1].strip() for line in class_list]
     by_class: dict[int, list[dict]] = {}
     for video_id, item in nslt.items():
         cls, start, end = item["action"]
         by_class.setdefault(cls, []).append(
             # The index's own split is deliberately wrong: the nslt file must decide.
-            {"video_id": video_id, "split": "train", "frame_start": start, "frame_end": end, "file": f"videos/{video_id}.mp4"}
+            {"video_id": video_id, "split": "train", "frame_start": start, "frame_end": end,
+             "file": f"videos/{video_id}.mp4"}
         )
     return _index({classes[c]: by_class[c] for c in sorted(by_class)})
 
@@ -78,7 +80,9 @@ def test_first100_index_gives_the_nslt_100_split(shared_data: Path) -> None:
     entries = load_index(shared_data / "wlasl" / "WLASL_v0.3_first100.json")
     # Pretend every video was downloaded: the split must come from the index's own fields.
     entries = [
-        e.model_copy(update={"instances": [i.model_copy(update={"file": f"videos/{i.video_id}.mp4"}) for i in e.instances]})
+        e.model_copy(
+            update={"instances": [i.model_copy(update={"file": f"videos/{i.video_id}.mp4"}) for i in e.instances]}
+        )
         for e in entries
     ]
     result = splits.split_index(entries, SplitParams(strategy="official"))
@@ -148,7 +152,9 @@ def test_only_obtained_videos_and_glosses_without_videos_warn(caplog: pytest.Log
 
 
 def test_official_split_with_an_empty_split_is_a_clear_error() -> None:
-    entries = _index({"a": [{"video_id": "1", "split": "train", "file": "f"}, {"video_id": "2", "split": "val", "file": "g"}]})
+    entries = _index(
+        {"a": [{"video_id": "1", "split": "train", "file": "f"}, {"video_id": "2", "split": "val", "file": "g"}]}
+    )
     with pytest.raises(splits.SplitError, match="'test' would have zero items"):
         splits.build_split(entries, SplitParams())
 
@@ -165,7 +171,8 @@ def test_manifest_round_trip(tmp_path: Path) -> None:
     rows = list(csv.DictReader(open(tmp_path / "split" / "manifest.csv", encoding="utf-8")))
     assert tuple(rows[0]) == splits.MANIFEST_COLUMNS
     assert rows[0]["bbox"] == "1 2 30 40" and rows[0]["fps"] == "25"
-    assert json.loads((tmp_path / "split" / "label_map.json").read_text()) == {"glosses": ["gloss0", "gloss1", "gloss2"]}
+    label_map = json.loads((tmp_path / "split" / "label_map.json").read_text())
+    assert label_map == {"glosses": ["gloss0", "gloss1", "gloss2"]}
     assert splits.read_manifest(tmp_path / "split" / "manifest.csv") == result.records
 
 
@@ -187,7 +194,8 @@ def test_stage_writes_outputs_and_drops_files_missing_on_disk(tmp_path: Path, ca
     params = tmp_path / "params.yaml"
     params.write_text("split: {strategy: official}\n")
     code = split_stage.main(
-        ["--params", str(params), "--raw", str(raw), "--out", str(tmp_path / "split"), "--report", str(tmp_path / "r.json")]
+        ["--params", str(params), "--raw", str(raw), "--out", str(tmp_path / "split"),
+         "--report", str(tmp_path / "r.json")]
     )
     assert code == 0
     report = json.loads((tmp_path / "r.json").read_text())

@@ -22,7 +22,7 @@ import pytest
 
 from signflow import video
 from signflow.config import DataParams, WlaslSourceParams
-from signflow.index import load_index
+from signflow.index import IndexFormatError, load_index
 from signflow.sources import read_status_csv, run_download
 from signflow.sources.wlasl import is_youtube, yt_dlp_available
 
@@ -249,8 +249,6 @@ def test_partial_file_without_marker_is_not_taken_as_complete(wlasl_site, tmp_pa
 
 
 def test_missing_index_is_a_clear_error(tmp_path: Path) -> None:
-    from signflow.index import IndexFormatError
-
     params = DataParams(source="wlasl", wlasl=WlaslSourceParams(index=str(tmp_path / "nope.json")))
     with pytest.raises(IndexFormatError, match="index file not found"):
         run_download(params, tmp_path / "raw", cache_dir=tmp_path / "cache")
@@ -258,3 +256,18 @@ def test_missing_index_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(IndexFormatError, match="cannot fetch the index"):
         run_download(params, tmp_path / "raw", cache_dir=tmp_path / "cache")
 
+
+
+def test_subset_selection(shared_data: Path) -> None:
+    from signflow.sources.wlasl import select
+
+    wlasl = shared_data / "wlasl"
+    entries = load_index(wlasl / "WLASL_v0.3_first300.json")
+    by_k = select(WlaslSourceParams(subset=100), entries)
+    by_file = select(WlaslSourceParams(subset=None, subset_file=str(wlasl / "nslt_100.json")), entries)
+    ids = lambda es: {i.video_id for e in es for i in e.instances}  # noqa: E731
+    assert len(by_k) == len(by_file) == 100 and ids(by_k) == ids(by_file) and len(ids(by_k)) == 2038
+    capped = select(WlaslSourceParams(subset=2, max_videos=5), entries)
+    assert [e.gloss for e in capped] == ["book"] and len(capped[0].instances) == 5
+    with pytest.raises(IndexFormatError, match="nslt subset file not found"):
+        select(WlaslSourceParams(subset_file=str(wlasl / "nslt_7.json")), entries)

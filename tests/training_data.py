@@ -64,3 +64,17 @@ def make_features(
     label_map = root / "label_map.json"
     label_map.write_text(json.dumps({"glosses": glosses}), encoding="utf-8")
     return features, label_map
+
+
+def tiny_params(*overrides: str):
+    """Default params shrunk for CPU tests (small model, few epochs), plus ``key=value`` overrides."""
+    from signflow.config import Params, apply_overrides
+
+    base = [
+        "model.cnn_lstm.hidden=16",
+        "model.dropout=0.0",
+        "train.epochs=2",
+        "train.batch_size=8",
+        "train.lr=0.01",
+    ]
+    return apply_overrides(Params(), [*base, *overrides])

@@ -37,6 +37,7 @@ call :meth:`WorkerPool.extract` per request).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -187,7 +188,8 @@ class _Worker:
         self.process.stdin.flush()
 
     def stderr_tail(self, lines: int = 5) -> str:
-        self._stderr.flush()
+        if not self._stderr.closed:
+            self._stderr.flush()
         text = self.stderr_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
         useful = [line for line in text if "inference_feedback_manager" not in line]
         return " | ".join(useful[-lines:]) or f"exit code {self.process.poll()}"
@@ -200,6 +202,9 @@ class _Worker:
             except (OSError, subprocess.TimeoutExpired):
                 self.process.kill()
                 self.process.wait()
+        for stream in (self.process.stdin, self.process.stdout):
+            with contextlib.suppress(OSError):
+                stream.close()
         self._stderr.close()
 
 
@@ -243,6 +248,18 @@ class WorkerPool:
         self._workers = []
         shutil.rmtree(self._log_dir, ignore_errors=True)
 
+    def _send(self, index: int, task: dict[str, Any]) -> _Worker:
+        """Send ``task`` to worker ``index``; one found dead while idle is replaced first."""
+        worker = self._workers[index]
+        try:
+            worker.send(task)
+        except (BrokenPipeError, OSError):
+            log.warning("landmark worker died while idle (%s); starting a new one", worker.stderr_tail())
+            worker.stop()
+            worker = self._workers[index] = self._spawn()
+            worker.send(task)
+        return worker
+
     def run(self, tasks: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         """Yield one result dict per task (see :mod:`signflow.landmarks.worker`), as they finish."""
         pending = iter(tasks)
@@ -253,8 +270,8 @@ class WorkerPool:
         selector = selectors.DefaultSelector()
         busy = 0
         try:
-            for worker, task in zip(self._workers, first):
-                worker.send(task)
+            for index, task in enumerate(first):
+                worker = self._send(index, task)
                 selector.register(worker.process.stdout, selectors.EVENT_READ, worker)
                 busy += 1
             while busy:
@@ -281,7 +298,7 @@ class WorkerPool:
                     yield result
                     next_task = next(pending, None)
                     if next_task is not None:
-                        worker.send(next_task)
+                        worker = self._send(self._workers.index(worker), next_task)
                         selector.register(worker.process.stdout, selectors.EVENT_READ, worker)
                         busy += 1
         finally:

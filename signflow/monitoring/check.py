@@ -72,10 +72,9 @@ def check_dashboard(dashboard: Any, name: str) -> list[str]:
     if not isinstance(dashboard, dict):
         return [f"{name}: a dashboard must be a JSON object"]
     problems = []
-    variables = {v.get("name") for v in dashboard.get("templating", {}).get("list", []) if isinstance(v, dict)}
-    ds_vars = [
-        v for v in dashboard.get("templating", {}).get("list", []) if isinstance(v, dict) and v.get("type") == "datasource"
-    ]
+    template_vars = [v for v in dashboard.get("templating", {}).get("list", []) if isinstance(v, dict)]
+    variables = {v.get("name") for v in template_vars}
+    ds_vars = [v for v in template_vars if v.get("type") == "datasource"]
     if not ds_vars:
         problems.append(f"{name}: no data source template variable (type 'datasource')")
     panels = dashboard.get("panels")

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from signflow.config import MonitoringParams
-from signflow.monitoring.rules import INFRA_ENDPOINTS
+from signflow.monitoring.rules import api_selector
 
 DASHBOARD_UID = "signflow-serving"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 JOB = 'job="$job"'
-API = f'{JOB}, endpoint!~"{INFRA_ENDPOINTS}"'
+API = api_selector(JOB)
 RATE = "[$__rate_interval]"
 
 
@@ -42,6 +42,7 @@ class Panel:
     height: int = 8
     threshold: float | None = None  # drawn as a red line / red colour from this value up
     options: dict[str, Any] = field(default_factory=dict)
+    overrides: list[dict[str, Any]] = field(default_factory=list)
     transformations: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -71,7 +72,8 @@ def panels(mp: MonitoringParams) -> list[Panel]:
             "Share of API requests answered with a non-2xx status: 4xx = rejected input, 5xx = server errors.",
             [
                 Target(
-                    f'sum by (http_response_code) (rate(bentoml_service_request_total{{{API}, http_response_code!~"2.."}}{RATE}))'
+                    "sum by (http_response_code) "
+                    f'(rate(bentoml_service_request_total{{{API}, http_response_code!~"2.."}}{RATE}))'
                     f" / scalar(sum(rate(bentoml_service_request_total{{{API}}}{RATE})))",
                     "HTTP {{http_response_code}}",
                 )
@@ -92,7 +94,8 @@ def panels(mp: MonitoringParams) -> list[Panel]:
         ),
         Panel(
             "Request latency p50 / p95 / p99",
-            f"End-to-end API latency; the red line is the p95 SLO ({mp.latency_slo_p95_s:g} s, params monitoring.latency_slo_p95_s).",
+            "End-to-end API latency; the red line is the p95 SLO "
+            f"({mp.latency_slo_p95_s:g} s, params monitoring.latency_slo_p95_s).",
             _quantiles("bentoml_service_request_duration_seconds", API, "", "", (0.5, 0.95, 0.99)),
             unit="s",
             threshold=mp.latency_slo_p95_s,
@@ -121,6 +124,13 @@ def panels(mp: MonitoringParams) -> list[Panel]:
             [
                 *_quantiles("signflow_input_frames", JOB, "", "frames ", (0.5, 0.95)),
                 *_quantiles("signflow_input_duration_seconds", JOB, "", "seconds ", (0.5, 0.95)),
+            ],
+            # Two units in one panel: durations on a right-hand axis in seconds.
+            overrides=[
+                {
+                    "matcher": {"id": "byRegexp", "options": "^seconds "},
+                    "properties": [{"id": "unit", "value": "s"}, {"id": "custom.axisPlacement", "value": "right"}],
+                }
             ],
         ),
         Panel(
@@ -205,7 +215,7 @@ def panels(mp: MonitoringParams) -> list[Panel]:
 
 
 def _panel_json(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
-    field_config: dict[str, Any] = {"defaults": {"unit": panel.unit}, "overrides": []}
+    field_config: dict[str, Any] = {"defaults": {"unit": panel.unit}, "overrides": panel.overrides}
     if panel.threshold is not None:
         field_config["defaults"]["thresholds"] = {
             "mode": "absolute",

@@ -16,10 +16,21 @@ from signflow.config import MonitoringParams
 # The Prometheus job that scrapes the service. prometheus.yml's job_name, the docker-compose service
 # and the Kubernetes Service (a ServiceMonitor names the job after the Service) must all use it.
 JOB = "signflow"
-# Requests that are not predictions: the metrics scrape, health probes, docs, the index page ("/").
-# They would dilute error ratios and latency quantiles, and they never stop while the service is up.
-INFRA_ENDPOINTS = "/(metrics|healthz|livez|readyz|health|docs.json|schema.json|static_content/.*)?"
-API = f'job="{JOB}", endpoint!~"{INFRA_ENDPOINTS}"'
+# BentoML labels request metrics with the *service* that answered (runner_name). The entry service
+# (serving/service.py, name="signflow") answers clients; its dependency (signflow_model) answers the
+# entry service's internal /logits calls, which would count every prediction twice.
+ENTRY_SERVICE = "signflow"
+# Requests that are not predictions: the metrics scrape, health probes, docs, the web page and its
+# files. They would dilute error ratios and latency quantiles, and they never stop while the service is up.
+INFRA_ENDPOINTS = "/(metrics|healthz|livez|readyz|health|docs.json|schema.json|ui/.*|static/.*|static_content/.*)?"
+
+
+def api_selector(job_matcher: str) -> str:
+    """Label matchers for client-facing API requests of the jobs ``job_matcher`` selects."""
+    return f'{job_matcher}, runner_name="{ENTRY_SERVICE}", endpoint!~"{INFRA_ENDPOINTS}"'
+
+
+API = api_selector(f'job="{JOB}"')
 SEL = f'job="{JOB}"'
 
 # A low-confidence *ratio* over a handful of predictions is noise (1 of 1 = 100 %).
@@ -42,9 +53,11 @@ def recording_rules() -> dict[str, Any]:
          f"sum by (job) (rate(signflow_rejected_requests_total{{{SEL}}}[5m]))"
          " / sum by (job) (signflow:api_requests:rate5m)"),
         ("signflow:api_latency_seconds:p95_5m",
-         f"histogram_quantile(0.95, sum by (job, le) (rate(bentoml_service_request_duration_seconds_bucket{{{API}}}[5m])))"),
+         "histogram_quantile(0.95, sum by (job, le) "
+         f"(rate(bentoml_service_request_duration_seconds_bucket{{{API}}}[5m])))"),
         ("signflow:stage_latency_seconds:p95_5m",
-         f"histogram_quantile(0.95, sum by (job, stage, le) (rate(signflow_stage_latency_seconds_bucket{{{SEL}}}[5m])))"),
+         "histogram_quantile(0.95, sum by (job, stage, le) "
+         f"(rate(signflow_stage_latency_seconds_bucket{{{SEL}}}[5m])))"),
         ("signflow:predictions:rate15m",
          f"sum by (job) (rate(signflow_predictions_total{{{SEL}}}[15m]))"),
         ("signflow:low_confidence:ratio_rate15m",
@@ -132,14 +145,16 @@ def _alerts(mp: MonitoringParams) -> list[dict[str, Any]]:
             "alert": "SignflowNoTraffic",
             # Expected = this hour yesterday had traffic. `unless` (not `== 0`) also covers request series
             # that vanished after a restart; a down target is SignflowServiceDown's job, not this one's.
-            "expr": f"sum by (job) (rate(bentoml_service_request_total{{{API}}}[1h] offset 1d)) > {mp.expected_min_rps:g}"
+            "expr": f"sum by (job) (rate(bentoml_service_request_total{{{API}}}[1h] offset 1d))"
+            f" > {mp.expected_min_rps:g}"
             f" unless sum by (job) (rate(bentoml_service_request_total{{{API}}}[15m])) > 0"
             f" unless on (job) (up{{{SEL}}} == 0)",
             "for": "15m",
             "severity": "warning",
             "summary": "signflow receives no requests although it did at this time yesterday",
             "description": "No API requests for 15+ minutes while the same hour yesterday had more than "
-            f"{mp.expected_min_rps:g} requests/s (job {{{{ $labels.job }}}}): clients, DNS or the ingress may be broken.",
+            f"{mp.expected_min_rps:g} requests/s (job {{{{ $labels.job }}}}): "
+            "clients, DNS or the ingress may be broken.",
         },
     ]
 
@@ -191,10 +206,14 @@ def _expect(mp: MonitoringParams, name: str, eval_time: str, labels: dict[str, s
 
 
 def alert_tests(mp: MonitoringParams) -> dict[str, dict[str, Any]]:
-    """promtool unit test files (name -> content): every alert fires on a bad synthetic series, stays silent on a healthy one."""
+    """promtool unit test files (name -> content).
+
+    Every alert fires on a bad synthetic series and stays silent on a healthy one.
+    """
     inst = {"job": JOB, "instance": "signflow:3000"}
-    api = {**inst, "endpoint": "/predict", "service_name": "signflow"}
+    api = {**inst, "endpoint": "/predict_video", "runner_name": ENTRY_SERVICE, "service_name": ENTRY_SERVICE}
     job_only = {"job": JOB}
+    rejected_labels = {**inst, "endpoint": "predict_video", "reason": "not_video"}
     slo = mp.latency_slo_p95_s
     psi = mp.drift_psi_threshold
     # Per-5m request increments that make yesterday's rate 10x the "expected traffic" bar.
@@ -205,17 +224,18 @@ def alert_tests(mp: MonitoringParams) -> dict[str, dict[str, Any]]:
         return _series("bentoml_service_request_total", {**api, "http_response_code": code}, values)
 
     def latency(le_values: dict[str, str]) -> list[dict[str, str]]:
-        return [
-            _series("bentoml_service_request_duration_seconds_bucket", {**api, "http_response_code": "200", "le": le}, v)
-            for le, v in le_values.items()
-        ]
+        name = "bentoml_service_request_duration_seconds_bucket"
+        return [_series(name, {**api, "http_response_code": "200", "le": le}, v) for le, v in le_values.items()]
 
     fast, slow = repr(slo / 10), repr(slo * 10)
     tests: list[dict[str, Any]] = [
         {
             "name": "SignflowServiceDown: fires after 2m of up == 0, silent while up",
             "interval": "1m",
-            "input_series": [_series("up", inst, "1 1 0+0x10"), _series("up", {**inst, "instance": "ok:3000"}, "1+0x12")],
+            "input_series": [
+                _series("up", inst, "1 1 0+0x10"),
+                _series("up", {**inst, "instance": "ok:3000"}, "1+0x12"),
+            ],
             "alert_rule_test": [
                 _expect(mp, "SignflowServiceDown", "3m", None),  # pending: down for 1m only
                 _expect(mp, "SignflowServiceDown", "10m", inst),
@@ -254,9 +274,8 @@ def alert_tests(mp: MonitoringParams) -> dict[str, dict[str, Any]]:
             "interval": "1m",
             "input_series": [
                 requests("400", "0+10x30"),
-                _series("signflow_rejected_requests_total", {**inst, "endpoint": "/predict", "reason": "not_a_video"},
-                        "0+10x30"),
-            ],  # fmt: skip
+                _series("signflow_rejected_requests_total", rejected_labels, "0+10x30"),
+            ],
             "alert_rule_test": [
                 _expect(mp, "SignflowHighRejectionRate", "10m", None),  # pending for less than 15m
                 _expect(mp, "SignflowHighRejectionRate", "25m", job_only),
@@ -267,9 +286,8 @@ def alert_tests(mp: MonitoringParams) -> dict[str, dict[str, Any]]:
             "interval": "1m",
             "input_series": [
                 requests("200", "0+10x30"),
-                _series("signflow_rejected_requests_total", {**inst, "endpoint": "/predict", "reason": "not_a_video"},
-                        "0+0x30"),
-            ],  # fmt: skip
+                _series("signflow_rejected_requests_total", rejected_labels, "0+0x30"),
+            ],
             "alert_rule_test": [_expect(mp, "SignflowHighRejectionRate", "25m", None)],
         },
         {
@@ -346,7 +364,10 @@ def alert_tests(mp: MonitoringParams) -> dict[str, dict[str, Any]]:
         {
             "name": "SignflowNoTraffic: steady traffic stays silent",
             "interval": "5m",
-            "input_series": [requests("200", f"0+{per_5m}x{day_plus + 30}"), _series("up", inst, f"1+0x{day_plus + 30}")],
+            "input_series": [
+                requests("200", f"0+{per_5m}x{day_plus + 30}"),
+                _series("up", inst, f"1+0x{day_plus + 30}"),
+            ],
             "alert_rule_test": [_expect(mp, "SignflowNoTraffic", "26h", None)],
         },
         {

@@ -159,6 +159,20 @@ class _Canvas:
         alpha = np.clip(0.5 - (q - 1.0) * min(rx, ry), 0.0, 1.0)
         self._blend(img, win, alpha, color)
 
+    def oriented_ellipse(
+        self, img: np.ndarray, cx: float, cy: float, along: float, across: float, ux: float, uy: float, color: np.ndarray
+    ) -> None:
+        """An ellipse whose ``along`` semi-axis points along the unit vector ``(ux, uy)``."""
+        reach = max(along, across)
+        win = self._window(cx - reach, cy - reach, cx + reach, cy + reach)
+        if win is None:
+            return
+        dx, dy = self.xs[win] - cx, self.ys[win] - cy
+        u, v = dx * ux + dy * uy, -dx * uy + dy * ux
+        q = np.sqrt((u / along) ** 2 + (v / across) ** 2)
+        alpha = np.clip(0.5 - (q - 1.0) * min(along, across), 0.0, 1.0)
+        self._blend(img, win, alpha, color)
+
     def capsule(
         self, img: np.ndarray, p0: tuple[float, float], p1: tuple[float, float], radius: float, color: np.ndarray
     ) -> None:
@@ -194,12 +208,12 @@ def _body(look: SignerLook, width: int, height: int, jitter: tuple[float, float]
     head = (cx, 0.2 * height + base_y, 0.09 * unit)
     side = 0.27 * unit
     centre_y = 0.58 * height + base_y
-    radius, hand = 0.12 * unit, 0.07 * unit
+    radius, hand = 0.14 * unit, 0.065 * unit
     # The dominant (right) hand is on the image's left: the signer faces the camera.
     centres = ((cx - side, centre_y), (cx + side, centre_y))
     shoulders = ((cx - 0.19 * unit, 0.37 * height + base_y), (cx + 0.19 * unit, 0.37 * height + base_y))
     rest = ((cx - 0.2 * unit, 0.9 * height + base_y), (cx + 0.2 * unit, 0.9 * height + base_y))
-    reach = side + radius + 1.4 * hand
+    reach = side + radius + 2.5 * hand
     x0, x1 = cx - reach, cx + reach
     y0 = head[1] - head[2] - 0.02 * unit
     bbox = [
@@ -227,13 +241,30 @@ def _lighting(width: int, height: int, look: SignerLook) -> np.ndarray:
     return (look.gain * (1.0 + look.gradient * ramp))[None, :, None] * np.ones((height, 1, 1), np.float32)
 
 
-def _draw_hand(canvas: _Canvas, img: np.ndarray, x: float, y: float, size: float, shape: int, color: np.ndarray) -> None:
-    if shape == 0:  # open hand: big round palm
-        canvas.ellipse(img, x, y, size, size * 1.1, color)
-    elif shape == 1:  # fist: small
-        canvas.ellipse(img, x, y, size * 0.55, size * 0.55, color)
-    else:  # pointing: a thin upright shape
-        canvas.ellipse(img, x, y, size * 0.38, size * 1.35, color)
+def _draw_hand(
+    canvas: _Canvas,
+    img: np.ndarray,
+    shoulder: tuple[float, float],
+    wrist: tuple[float, float],
+    size: float,
+    shape: int,
+    color: np.ndarray,
+) -> None:
+    """A hand continuing the forearm: its orientation shows where the hand is, frame by frame.
+
+    A per-frame CNN with global pooling cannot read absolute positions well, but it
+    reads orientations; the arm and hand orientation make each frame's hand angle
+    visible to it (the same for every gloss, so single frames stay uninformative).
+    """
+    dx, dy = wrist[0] - shoulder[0], wrist[1] - shoulder[1]
+    norm = math.hypot(dx, dy) or 1.0
+    ux, uy = dx / norm, dy / norm
+    if shape == 0:  # open hand: a big palm along the forearm
+        canvas.oriented_ellipse(img, wrist[0] + ux * size * 0.6, wrist[1] + uy * size * 0.6, size * 1.2, size * 0.8, ux, uy, color)
+    elif shape == 1:  # fist: small and round
+        canvas.ellipse(img, wrist[0] + ux * size * 0.2, wrist[1] + uy * size * 0.2, size * 0.6, size * 0.6, color)
+    else:  # pointing: a long thin finger along the forearm
+        canvas.oriented_ellipse(img, wrist[0] + ux * size * 0.9, wrist[1] + uy * size * 0.9, size * 1.5, size * 0.32, ux, uy, color)
 
 
 def render_clip(
@@ -256,7 +287,8 @@ def render_clip(
     static = _static_layer(canvas, look, body)
     light = _lighting(width, height, look)
     hand_color = look.skin * 0.25 + 255 * 0.75  # bright (gloved) hands: a strong, learnable signal
-    sleeve = np.clip(look.clothing * 1.2 + 10, 0, 255)
+    # Sleeves lighter than the torso, so the forearm stays visible in front of it.
+    sleeve = np.clip(look.clothing + 55, 0, 255)
     noise_std = params.noise * 255
 
     def on_circle(which: int, angle: float) -> tuple[float, float]:
@@ -285,14 +317,14 @@ def render_clip(
 
     total = lead_in + sign_frames + lead_out
     frames = np.empty((total, height, width, 3), dtype=np.uint8)
-    arm = 0.035 * body.head[2] / 0.09
+    arm = 0.045 * body.head[2] / 0.09
     for i in range(total):
         dom, nd, shape = pose(i)
         img = static.copy()
         canvas.capsule(img, body.shoulders[1], nd, arm, sleeve)
         canvas.capsule(img, body.shoulders[0], dom, arm, sleeve)
-        _draw_hand(canvas, img, nd[0], nd[1], body.hand, 0, hand_color)
-        _draw_hand(canvas, img, dom[0], dom[1], body.hand, shape, hand_color)
+        _draw_hand(canvas, img, body.shoulders[1], nd, body.hand, 0, hand_color)
+        _draw_hand(canvas, img, body.shoulders[0], dom, body.hand, shape, hand_color)
         img *= light
         if noise_std > 0:
             img += rng.standard_normal(img.shape, dtype=np.float32) * noise_std

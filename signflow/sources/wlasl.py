@@ -164,6 +164,10 @@ class _Downloader:
         self.cache = cache_dir
         for sub in ("files", "done", "partial", "youtube"):
             (cache_dir / sub).mkdir(parents=True, exist_ok=True)
+        # Leftovers of killed runs; recent ones may belong to a concurrent run on the same cache.
+        for leftover in (cache_dir / "partial").iterdir():
+            if time.time() - leftover.stat().st_mtime > 3600:
+                leftover.unlink(missing_ok=True)
         self._local = threading.local()
         self._lock = threading.Lock()
         self._host_limits: dict[str, threading.BoundedSemaphore] = {}

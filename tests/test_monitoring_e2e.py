@@ -1,0 +1,237 @@
+"""End to end: the real ``bentoml serve`` scraped by a real Prometheus on 127.0.0.1.
+
+Real traffic (good and bad requests) goes to the service; then EVERY query of EVERY dashboard
+panel and every recording rule is evaluated through Prometheus' HTTP API and must return data,
+and every metric a panel or rule names must appear in the service's live ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+import pytest
+import requests
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from served import bentoml_serve, free_port
+from signflow import video
+from signflow.config import load_params
+from signflow.monitoring.dashboards import build_dashboard, iter_queries
+from signflow.monitoring.promql import referenced_metrics, substitute_variables
+from signflow.monitoring.rules import JOB
+
+REPO = Path(__file__).resolve().parents[1]
+MONITORING = REPO / "monitoring"
+PROMETHEUS = shutil.which("prometheus")
+DRIFT_WINDOW = 10
+GOOD_FRAMES = 12  # /predict_frames clips; with the videos, more predictions than the drift window
+# Grafana's variables as a user would have them: the job picked, 1 s scrapes -> a short rate window.
+GRAFANA_VALUES = {"job": JOB, "__rate_interval": "1m", "__interval": "15s", "__range": "10m", "datasource": ""}
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(PROMETHEUS is None, reason="prometheus missing: make system-deps"),
+    pytest.mark.timeout(300),
+]
+
+
+@contextlib.contextmanager
+def run_prometheus(folder: Path, target: str) -> Iterator[str]:
+    """Prometheus with monitoring/prometheus.yml, only the target, intervals and storage changed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = yaml.safe_load((MONITORING / "prometheus.yml").read_text())
+    config["global"].update({"scrape_interval": "1s", "evaluation_interval": "1s"})
+    config["rule_files"] = [str(MONITORING / rule_file) for rule_file in config["rule_files"]]
+    job = next(job for job in config["scrape_configs"] if job["job_name"] == JOB)
+    job["static_configs"] = [{"targets": [target]}]
+    config["scrape_configs"] = [job]  # no node-exporter here
+    (folder / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    log = folder / "prometheus.log"
+    with open(log, "w") as log_file:
+        process = subprocess.Popen(
+            [PROMETHEUS, f"--config.file={folder / 'prometheus.yml'}", f"--storage.tsdb.path={folder / 'data'}",
+             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+            stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+
+        def ready() -> bool:
+            return requests.get(f"{url}/-/ready", timeout=2).status_code == 200
+
+        _wait(ready, 30, "Prometheus ready", log, process)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)
+
+
+def _wait(condition, timeout_s: float, what: str, log: Path | None = None, process=None) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            tail = log.read_text()[-3000:] if log else ""
+            raise RuntimeError(f"{what}: process exited {process.returncode}:\n{tail}")
+        with contextlib.suppress(requests.RequestException):
+            if condition():
+                return
+        time.sleep(0.5)
+    raise TimeoutError(f"{what} not reached after {timeout_s} s" + (f":\n{log.read_text()[-3000:]}" if log else ""))
+
+
+def query(prom: str, expr: str) -> list[dict[str, Any]]:
+    response = requests.get(f"{prom}/api/v1/query", params={"query": expr}, timeout=10)
+    body = response.json()
+    if body.get("status") != "success":
+        raise AssertionError(f"Prometheus rejected {expr!r}: {body.get('errorType')}: {body.get('error')}")
+    return body["data"]["result"]
+
+
+def _finite(result: list[dict[str, Any]]) -> bool:
+    return any(math.isfinite(float(sample["value"][1])) for sample in result)
+
+
+def send_traffic(url: str, folder: Path) -> dict[str, int]:
+    """Good clips (frames JSON, concurrently so the batcher merges some; a real mp4) and bad requests."""
+    rng = np.random.default_rng(0)
+    clips = [rng.integers(0, 256, size=(12, 32, 32, 3)).tolist() for _ in range(GOOD_FRAMES)]
+    good_video = folder / "clip.mp4"
+    video.write_video(good_video, rng.integers(0, 256, size=(16, 48, 64, 3), dtype=np.uint8), 25.0)
+
+    def frames(clip: list) -> int:
+        return requests.post(f"{url}/predict_frames", json={"frames": clip}, timeout=60).status_code
+
+    def upload(name: str, data: bytes, content_type: str) -> int:
+        files = {"video": (name, data, content_type)}
+        return requests.post(f"{url}/predict_video", files=files, timeout=60).status_code
+
+    def bad_requests() -> list[int]:
+        return [
+            upload("notes.txt", b"not a video at all", "text/plain"),
+            upload("broken.mp4", b"\x00\x00\x00\x18ftypmp42" + os.urandom(512), "video/mp4"),
+            requests.post(f"{url}/predict_frames", json={"frames": [[1, 2], [3, 4]]}, timeout=30).status_code,
+        ]
+
+    # A labelled counter's series appears at its first increment, and rate() cannot see the increase
+    # that created it; a first wave of bad requests, scraped, makes the second wave's rise visible.
+    bad = bad_requests()
+    time.sleep(2.5)  # > 2 scrape intervals
+    with ThreadPoolExecutor(4) as pool:
+        good = list(pool.map(frames, clips))
+    good.append(upload("clip.mp4", good_video.read_bytes(), "video/mp4"))
+    bad += bad_requests()
+    assert all(code == 200 for code in good), good
+    assert all(400 <= code < 500 for code in bad), bad
+    return {"good": len(good), "bad": len(bad)}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    folder = tmp_path_factory.mktemp("monitoring-e2e")
+    with bentoml_serve(folder / "serve", {}, monitoring={"drift_window": DRIFT_WINDOW}, drift=True) as served:
+        target = urlparse(served.url).netloc
+        with run_prometheus(folder / "prometheus", target) as prom:
+            # A scrape before the traffic, so rate() sees the counters rise.
+            _wait(lambda: [s["value"][1] for s in query(prom, f'up{{job="{JOB}"}}')] == ["1"], 30, "first scrape")
+            sent = send_traffic(served.url, folder)
+            # Every request scraped: predictions and rejections visible, then two more scrapes for rate().
+            _wait(
+                lambda: _finite(query(prom, f'sum(signflow_predictions_total{{job="{JOB}"}}) >= {sent["good"]}'))
+                and _finite(query(prom, f'sum(signflow_rejected_requests_total{{job="{JOB}"}}) >= {sent["bad"]}')),
+                30,
+                "traffic scraped",
+            )
+            time.sleep(3)
+            live = requests.get(f"{served.url}/metrics", timeout=10).text
+            yield {"prom": prom, "served": served, "metrics": live, "sent": sent}
+
+
+def empty_panel_queries(prom: str, dashboard: dict[str, Any]) -> list[str]:
+    """One line per panel query that Prometheus answers with no (finite) data, naming the panel."""
+    failures = []
+    for title, ref, target in iter_queries(dashboard):
+        expr = substitute_variables(target["expr"], GRAFANA_VALUES)
+        try:
+            result = query(prom, expr)
+        except AssertionError as error:
+            failures.append(f"panel {title!r} query {ref}: {error}")
+            continue
+        if not _finite(result):
+            failures.append(f"panel {title!r} query {ref} returned no data: {expr}")
+    return failures
+
+
+def test_every_dashboard_panel_query_returns_data(stack: dict[str, Any]) -> None:
+    dashboard = build_dashboard(load_params(REPO / "params.yaml").monitoring)
+    queries = list(iter_queries(dashboard))
+    assert len(queries) >= 15
+    failures = empty_panel_queries(stack["prom"], dashboard)
+    assert not failures, "\n".join(failures)
+
+
+def test_a_panel_on_a_metric_the_service_lacks_fails_naming_the_panel(stack: dict[str, Any]) -> None:
+    dashboard = build_dashboard(load_params(REPO / "params.yaml").monitoring)
+    missing = {"refId": "A", "expr": 'max(signflow_gpu_memory_bytes{job="$job"})'}
+    dashboard["panels"].append({"id": 999, "title": "GPU memory", "targets": [missing]})
+    failures = empty_panel_queries(stack["prom"], dashboard)
+    assert len(failures) == 1 and "panel 'GPU memory' query A returned no data" in failures[0], failures
+
+
+def test_every_metric_in_panels_and_rules_is_exported_live(stack: dict[str, Any]) -> None:
+    exported = {sample.name for family in text_string_to_metric_families(stack["metrics"]) for sample in family.samples}
+    used: dict[str, str] = {}
+    for title, ref, target in iter_queries(build_dashboard(load_params(REPO / "params.yaml").monitoring)):
+        for name in referenced_metrics(target["expr"]):
+            used.setdefault(name, f"panel {title!r} ({ref})")
+    for rule_file in ("recording.yml", "alerts.yml"):
+        for group in yaml.safe_load((MONITORING / "rules" / rule_file).read_text())["groups"]:
+            for rule in group["rules"]:
+                for name in referenced_metrics(rule["expr"]):
+                    used.setdefault(name, f"rule {rule.get('record') or rule.get('alert')}")
+    missing = [f"{name} (used by {where})" for name, where in sorted(used.items()) if name not in exported]
+    assert not missing, "metrics not exported by the live service:\n" + "\n".join(missing)
+
+
+def test_every_recording_rule_produces_data(stack: dict[str, Any]) -> None:
+    records = [
+        rule["record"]
+        for group in yaml.safe_load((MONITORING / "rules" / "recording.yml").read_text())["groups"]
+        for rule in group["rules"]
+    ]
+    empty = [record for record in records if not _finite(query(stack["prom"], record))]
+    assert not empty, f"recording rules without data (label or metric mismatch with the service?): {empty}"
+    # Internal /logits calls to the model service are not client traffic.
+    endpoints = {s["metric"]["endpoint"] for s in query(stack["prom"], "signflow:api_requests:rate5m")}
+    assert endpoints == {"/predict_frames", "/predict_video"}, endpoints
+    rejected = query(stack["prom"], "signflow:rejected_requests:ratio_rate5m")
+    assert 0 < float(rejected[0]["value"][1]) < 1
+
+
+def test_alerts_evaluate_on_live_series(stack: dict[str, Any]) -> None:
+    prom = stack["prom"]
+    rules = requests.get(f"{prom}/api/v1/rules", timeout=10).json()["data"]["groups"]
+    health = {rule["name"]: rule["health"] for group in rules for rule in group["rules"]}
+    assert health and all(value == "ok" for value in health.values()), health
+    # A random-init model against a random reference drifts: the alert is pending (for: 30m).
+    _wait(lambda: query(prom, 'ALERTS{alertname="SignflowPredictionDrift"}'), 15, "drift alert pending")
+    # The service is up and its model ready: those alerts stay quiet.
+    assert not query(prom, 'ALERTS{alertname=~"SignflowServiceDown|SignflowModelNotReady"}')
