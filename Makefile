@@ -5,9 +5,9 @@ BIN := $(VENV)/bin
 export BENTOML_DO_NOT_TRACK := True
 export DO_NOT_TRACK := 1
 
-.PHONY: setup system-deps venv test test-slow test-all run bench clean
+.PHONY: setup system-deps venv venv-landmarks test test-slow test-all run bench clean
 
-setup: system-deps venv  ## system packages + pinned Python environments
+setup: system-deps venv venv-landmarks  ## system packages + pinned Python environments
 
 system-deps:  ## ffmpeg, prometheus/promtool, chromium (Debian/Ubuntu; skipped when present)
 	@bash scripts/install_system_deps.sh
@@ -17,6 +17,14 @@ venv:
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements-dev.txt
 	$(BIN)/pip install -q --no-deps -e .
+
+# MediaPipe 0.10.21 (the last wheels with the Holistic models inside) needs protobuf<5 / numpy<2,
+# which kfp in .venv cannot share: its own venv, used only through signflow.landmarks' workers.
+LANDMARKS_VENV ?= .venv-landmarks
+venv-landmarks:  ## isolated MediaPipe env for extract.representation: landmarks
+	$(PYTHON) -m venv $(LANDMARKS_VENV)
+	$(LANDMARKS_VENV)/bin/pip install -q --upgrade pip
+	$(LANDMARKS_VENV)/bin/pip install -q -r requirements-landmarks.txt
 
 test:  ## fast suite (< 15 min on 2 cores)
 	$(BIN)/python -m pytest -m "not slow" -q

@@ -64,8 +64,16 @@ def random_model_dir(params_path: Path, folder: Path) -> Path:
     return folder
 
 
-def bench_raw(model_dir: Path, clip: Path, batch_size: int, seconds: float = 5.0) -> dict[str, float]:
+def bench_raw(model_dir: Path, clip: Path, batch_size: int, threads: int | None, seconds: float = 5.0) -> dict[str, float]:
+    import torch
+
     from signflow.inference import Predictor
+
+    # The raw baseline gets the served worker's thread count (serve.model_threads), or it
+    # measures a different machine.
+    if threads:
+        torch.set_num_threads(threads)
+    threads = torch.get_num_threads()
 
     predictor = Predictor.load(model_dir)
     one = predictor.preprocess_video(clip)[None]
@@ -89,6 +97,7 @@ def bench_raw(model_dir: Path, clip: Path, batch_size: int, seconds: float = 5.0
         "video_p50_ms": percentiles(video)[0],
         "video_throughput": 1.0 / float(np.median(video)),
         "batch_size": batch_size,
+        "threads": threads,
         "stored_shape": list(one.shape[1:]),
     }
 
@@ -187,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     video.write_video(clip, frames, 25.0)
     video_bytes = clip.read_bytes()
 
-    raw = bench_raw(model_dir, clip, params.serve.max_batch_size)
+    raw = bench_raw(model_dir, clip, params.serve.max_batch_size, params.serve.model_threads)
 
     from signflow import packaging
     from signflow.inference import Predictor
@@ -244,7 +253,7 @@ def _free_port() -> int:
 
 def print_table(raw: dict, results: list[dict], duration: float) -> None:
     cpu = os.cpu_count()
-    print(f"\nRaw model (this process, {cpu} CPUs, stored clip {raw['stored_shape']}):")
+    print(f"\nRaw model (this process, {cpu} CPUs, {raw['threads']} torch thread(s), stored clip {raw['stored_shape']}):")
     print(f"  forward, 1 clip:            p50 {raw['forward_p50_ms']:.1f} ms")
     print(f"  forward, batch of {raw['batch_size']:<3}:      {raw['batch_throughput']:.1f} clips/s  (the limit)")
     print(f"  decode+preprocess+forward:  p50 {raw['video_p50_ms']:.1f} ms, {raw['video_throughput']:.1f} clips/s")

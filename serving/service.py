@@ -100,6 +100,16 @@ class Rejected(Exception):
         )
 
 
+def enable_logging() -> None:
+    """Let signflow's INFO lines through BentoML's server logging (root at WARNING, loggers set up after import)."""
+    for name in ("signflow", "signflow.serving"):
+        logger = logging.getLogger(name)
+        logger.disabled = False
+        logger.setLevel(logging.INFO)
+    if CONFIG.tag_source.startswith("latest"):
+        log.warning("no model pinned: serving %s (set SIGNFLOW_MODEL_TAG or run the package stage)", CONFIG.model_tag)
+
+
 def pick_device(setting: str) -> str:
     import torch
 
@@ -128,6 +138,10 @@ def read_model_folder(path: Path) -> dict[str, Any]:
     name="signflow_model",
     workers=SERVE.model_workers,
     traffic={"timeout": SERVE.request_timeout_s},
+    # BentoML 1.4.39 recycles the caller's HTTP session every `max_requests` (default 100) calls
+    # or `max_age` s by closing it, which kills the calls still in flight on it (500s under
+    # concurrency, "Server disconnected"). Connections are local; never recycle them.
+    runner_connection={"max_requests": 2**31 - 1, "max_age": 10.0**9},
     resources={"gpu": 1} if SERVE.device == "cuda" else {"cpu": 1},
 )
 class SignflowModel:
@@ -138,13 +152,21 @@ class SignflowModel:
     def __init__(self) -> None:
         from signflow.inference import Predictor
 
+        enable_logging()
+        if SERVE.model_threads is not None:
+            import torch
+
+            torch.set_num_threads(SERVE.model_threads)
         self.device = pick_device(SERVE.device)
         path = Path(self.bento_model.path)
         self.predictor = Predictor.load(path, device=self.device)
         folder = read_model_folder(path)
         # Test-time clips exactly as evaluate used them, so served logits equal evaluated ones.
         self.clips = int(folder["params"].get("evaluate", {}).get("clips", 1))
-        log.info("model %s loaded on %s (clips=%d)", CONFIG.model_tag, self.device, self.clips)
+        import torch
+
+        log.info("model %s loaded on %s (clips=%d, torch threads=%d)", CONFIG.model_tag, self.device, self.clips,
+                 torch.get_num_threads())
 
     @bentoml.api(batchable=True, max_batch_size=SERVE.max_batch_size, max_latency_ms=SERVE.max_latency_ms)
     def logits(self, stored: np.ndarray) -> np.ndarray:
@@ -204,6 +226,7 @@ class Signflow:
     def __init__(self) -> None:
         from signflow.preprocess import PreprocessConfig
 
+        enable_logging()
         self.tag = CONFIG.model_tag
         stored = bentoml.models.get(self.tag)
         self.tag = str(stored.tag)  # "name:latest" resolved to the version actually served

@@ -261,6 +261,7 @@ class ServeParams(StrictModel):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present, else CPU")
     workers: int = Field(1, ge=1, le=64, description="API worker processes (the model service has its own)")
     model_workers: int = Field(1, ge=1, le=64, description="model (batching) worker processes")
+    model_threads: int | None = Field(None, ge=1, le=256, description="torch threads per model worker; null = torch default")
     max_concurrency: int = Field(64, ge=1, description="requests in flight before 503")
 
 

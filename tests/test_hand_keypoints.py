@@ -13,10 +13,12 @@ import torch
 from signflow.config import LandmarksParams
 from signflow.landmarks import hand_keypoints
 from signflow.landmarks.dataset import LandmarkDataset
+from signflow.landmarks.layout import get_layout
+from signflow.landmarks.normalize import stored_input
 from signflow.shards import ShardReader
 from signflow.training.data import DataError, open_split
 
-PARAMS = LandmarksParams(stored_frames=16, seq_len=8)
+PARAMS = LandmarksParams(stored_frames=16, seq_len=8, rotate_deg=5.0, mirror=True)
 
 
 def keypoint_file(path: Path, frames: int, *, seed: int, left: bool = True, right: bool = True) -> np.ndarray:
@@ -98,13 +100,15 @@ def test_dataset_through_the_training_entry_point(tmp_path: Path) -> None:
 
     evaluation = open_split(out / "train", glosses=["book", "go"], seq_len=8, input_config=None, train=False)
     assert isinstance(evaluation, LandmarkDataset) and evaluation.labels == [0, 1, 0, 1]
+    # The train stage passes no landmarks params: the extraction-time knobs come back from metadata.
+    assert evaluation.params.rotate_deg == 5.0 and evaluation.params.mirror
     x, label = evaluation[1]
     assert x.shape == (8, 42, 4) and x.dtype == torch.float32 and label == 1
     assert (x[:, :21] == 0).all()  # v1 has no left hand: zeros and mask 0, never fake points
     assert (x[:, 21:, 3] == 1).all()
     torch.testing.assert_close(evaluation[1][0], x)  # evaluation is deterministic
 
-    training = LandmarkDataset(out / "train", seq_len=8, train=True, seed=3, params=PARAMS.model_copy(update={"mirror": True}))
+    training = LandmarkDataset(out / "train", seq_len=8, train=True, seed=3, params=PARAMS)
     training.set_epoch(0)
     first = [training[i][0] for i in range(4)]
     torch.testing.assert_close(training[0][0], first[0])  # same (seed, epoch, index): same augmentation
@@ -130,6 +134,13 @@ def test_convert_real_hand_keypoints_matches_the_official_split(shared_data: Pat
     dataset = LandmarkDataset(tmp_path / "hands" / "test", seq_len=32, train=False)
     x, _ = dataset[0]
     assert x.shape == (32, 42, 4)
+    # Serving parity: raw keypoints -> stored_input equals what evaluation feeds (dataset at seq_len = stored).
+    stored = LandmarksParams().stored_frames
+    item = dataset.reader.items[0]
+    raw_points, raw_mask = hand_keypoints.to_landmarks(np.load(source / f"{item['video_id']}.npy"))
+    served = stored_input(raw_points, raw_mask, get_layout("hands"), stored_frames=stored, max_gap=dataset.max_gap)
+    evaluated = LandmarkDataset(dataset.reader, seq_len=stored, train=False)[0][0].numpy()
+    np.testing.assert_allclose(served, evaluated, atol=1e-6)
     seen = x[..., 3] > 0
     # Normalised: centred near the wrists and in shoulder-width units, not [0, 1] image fractions.
     assert x[..., :2][seen].abs().median() < 1.0
@@ -140,3 +151,43 @@ def test_cli_reports_a_missing_folder_in_one_line(tmp_path: Path, capsys: pytest
     assert code == 2
     assert "labels.csv not found" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("arch", ["landmark_gcn", pytest.param("landmark_lstm", marks=pytest.mark.slow)])
+def test_train_and_evaluate_stages_run_on_landmark_features(arch: str, tmp_path: Path) -> None:
+    """The video models' train/evaluate stages, unchanged, on hands-layout landmark features."""
+    import yaml
+
+    from stages import evaluate as evaluate_stage
+    from stages import train as train_stage
+
+    source = tmp_path / "keypoints"
+    source.mkdir()
+    rows = []
+    for number in range(12):
+        keypoint_file(source / f"v{number}.npy", 6 + number, seed=number)
+        rows.append((f"v{number}", ("book", "go", "yes")[number % 3], ("train", "train", "val", "test")[number % 4]))
+    write_labels(source, rows)
+    features = tmp_path / "hands"
+    hand_keypoints.convert(source, features, PARAMS)
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        yaml.safe_dump(
+            {
+                "model": {"arch": arch, "landmark": {"hidden": 8, "gcn_channels": 4, "gcn_blocks": 2}},
+                "train": {"epochs": 2, "batch_size": 4, "device": "cpu"},
+                "evaluate": {"splits": ["test"], "top_k": [1, 2]},
+            }
+        )
+    )
+    models = tmp_path / "models"
+    args = ["--params", str(params), "--features", str(features), "--labels", str(features / "label_map.json")]
+    assert train_stage.main([*args, "--out", str(models), "--no-progress"]) == 0
+    reports = tmp_path / "reports"
+    code = evaluate_stage.main(
+        ["--params", str(params), "--features", str(features), "--model", str(models), "--out", str(reports),
+         "--no-progress"]
+    )  # fmt: skip
+    assert code == 0
+    metrics = json.loads((reports / "metrics.json").read_text())
+    assert 0.0 <= metrics["test_top1"] <= 1.0 and metrics["test_samples"] == 3, metrics

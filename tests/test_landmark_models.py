@@ -101,7 +101,8 @@ def test_build_model_dispatch_and_model_file_round_trip(arch: str, tmp_path: Pat
     x = torch.randn(2, 8, 42, 4)
     path = tmp_path / "model.pt"
     save_model_file(
-        path, model, arch=arch, model_params=params, num_classes=5, label_map=list("abcde"), preprocess={"kind": "landmarks"}
+        path, model, arch=arch, model_params=params, num_classes=5, label_map=list("abcde"),
+        preprocess={"kind": "landmarks"},
     )
     loaded, meta = load_model_file(path, expected_arch=arch)
     assert meta["input"]["num_joints"] == 42 and meta["input"]["channels"] == 4

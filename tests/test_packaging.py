@@ -219,7 +219,7 @@ def test_a_better_dvc_experiment_wins_and_is_fetched_from_the_cache(tmp_path: Pa
     run("git", "commit", "-qm", "baseline")
     run("dvc", "exp", "run", "-q", "-S", "train.seed=9", "--name", "seed-nine")
     # Back to the baseline workspace (seed 0, metric 0.0): the experiment lives only in DVC's refs/cache.
-    run("git", "checkout", "--", "params.yaml", "dvc.lock")
+    run("git", "checkout", "--", ".")
     run("dvc", "checkout", "-q", "--force")
     assert json.loads((repo / "reports/evaluate/metrics.json").read_text()) == {"test_top1": 0.0}
 

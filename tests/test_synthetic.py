@@ -149,3 +149,27 @@ def test_stage_cli_bad_input_is_one_clear_line(tmp_path: Path, capsys, data: dic
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and err.startswith("download: error:") and "\n" not in err
     assert not out.exists() and not list(tmp_path.glob(".tmp-*"))
+
+
+def test_stage_killed_midway_leaves_no_output(tmp_path: Path) -> None:
+    """SIGKILL during generation: no data/raw appears; the next run cleans up and completes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    params = _params_file(tmp_path, {"synthetic": SMALL.model_dump() | {"num_glosses": 6, "repetitions": 4}})
+    out = tmp_path / "data" / "raw"
+    cmd = [sys.executable, "-m", "stages.download", "--params", str(params), "--out", str(out)]
+    proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not list((tmp_path / "data").glob(".tmp-raw.*/videos/*.mp4")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the stage and its encoder processes
+    proc.wait()
+    assert not out.exists(), "a killed run left an output that looks complete"
+    assert list((tmp_path / "data").glob(".tmp-raw.*"))  # only an obvious temporary
+    assert download_stage.main(["--params", str(params), "--out", str(out)]) == 0
+    assert not list((tmp_path / "data").glob(".tmp-raw.*")) and (out / "index.json").is_file()

@@ -271,3 +271,14 @@ def test_subset_selection(shared_data: Path) -> None:
     assert [e.gloss for e in capped] == ["book"] and len(capped[0].instances) == 5
     with pytest.raises(IndexFormatError, match="nslt subset file not found"):
         select(WlaslSourceParams(subset_file=str(wlasl / "nslt_7.json")), entries)
+
+
+def test_unreadable_swf_is_reported(tmp_path: Path) -> None:
+    from signflow.sources.wlasl import _convert_swf, _Failure
+
+    bad = tmp_path / "sign.swf"
+    bad.write_bytes(b"FWS\x09" + b"\x00" * 200)  # an swf header with no video in it
+    with pytest.raises(_Failure) as caught:
+        _convert_swf(bad, tmp_path / "out.mp4")
+    assert caught.value.status == "corrupt" and caught.value.reason.startswith(".swf conversion failed")
+    assert not (tmp_path / "out.mp4").exists()

@@ -26,13 +26,15 @@ stop, box``) and replaces ``out_dir`` atomically with:
 - ``<out_dir>/preprocess.json``: :func:`preprocess_config` (what serving must reproduce);
 
 and returns a summary dict for ``reports/extract.json``. :func:`extract_split`
-does one split from a list of plan dicts. Normalisation is *not* baked into the
-stored points (it happens at load time, :mod:`signflow.landmarks.normalize`), so
-changing ``max_gap`` or augmentation needs no re-extraction.
+does one split from a list of plan dicts. The stored points stay raw: normalisation
+happens at load time (:mod:`signflow.landmarks.normalize`, with the ``max_gap``
+recorded in the metadata), so augmentation changes need no re-extraction.
 
 API for serving and scripts: :func:`extract_video` (one file -> ``(points, mask)``
 at the video's full frame rate) and :class:`WorkerPool` (keep workers warm and
-call :meth:`WorkerPool.extract` per request).
+call :meth:`WorkerPool.extract` per request); then
+:func:`signflow.landmarks.normalize.stored_input` turns a clip into exactly the
+``(stored_frames, J, 4)`` array evaluation scores a model on.
 """
 
 from __future__ import annotations
@@ -136,12 +138,17 @@ def preprocess_config(params: LandmarksParams) -> dict[str, Any]:
         "kind": KIND,
         "input": "TJC",
         "layout": layout.name,
+        # Repeated under a name no tensor-layout key (TCHW/TJC) can overwrite when configs are merged.
+        "landmark_layout": layout.name,
         "num_joints": layout.num_joints,
         "channels": 4,
         "stored_frames": params.stored_frames,
         "seq_len": params.seq_len,
         "max_gap": params.max_gap,
         "normalize": "shoulder_centre_width",
+        # Train-time augmentation travels with the features: the train stage reads only
+        # model/train params, so this is how landmarks.{mirror,rotate_deg,scale_jitter} reach it.
+        "augment": {"mirror": params.mirror, "rotate_deg": params.rotate_deg, "scale_jitter": params.scale_jitter},
         "extractor": {"mediapipe": "0.10.21", **worker_config(params)},
     }
 
@@ -239,8 +246,14 @@ class WorkerPool:
         return worker
 
     def _ensure(self, count: int) -> None:
-        while len(self._workers) < count:
-            self._workers.append(self._spawn())
+        # Start all first, then wait: the model loads overlap instead of queueing.
+        fresh = []
+        while len(self._workers) + len(fresh) < count:
+            self._started += 1
+            fresh.append(_Worker(self.python, self.config, self._log_dir, self._started))
+        for worker in fresh:
+            worker.wait_ready(_READY_TIMEOUT_S)
+            self._workers.append(worker)
 
     def close(self) -> None:
         for worker in self._workers:

@@ -40,7 +40,8 @@ class LandmarkDataset(TemporalDataset):
     """``LandmarkDataset(split_dir, *, seq_len, train, seed, params)`` -> ``(x (seq_len, J, C+1), label)``.
 
     ``split_dir`` is a landmark shard folder (or an open :class:`ShardReader`);
-    ``params`` the ``landmarks`` section (augmentation knobs; defaults when None);
+    ``params`` the ``landmarks`` section (augmentation knobs; None = the values recorded
+    in the split's metadata at extraction, which is how the train stage gets them);
     ``augment`` the ``train.augment`` section (temporal jitter/speed).
     """
 
@@ -69,9 +70,13 @@ class LandmarkDataset(TemporalDataset):
                 f"{reader.directory}: {stored_joints} joints stored but layout {self.layout.name!r} has "
                 f"{self.layout.num_joints}"
             )
-        self.params = params if params is not None else LandmarksParams()
+        if params is None:
+            # The train stage passes no landmarks section: the knobs were recorded at extraction.
+            recorded = {k: v for k, v in (metadata.get("augment") or {}).items() if k in LandmarksParams.model_fields}
+            params = LandmarksParams(**recorded)
+        self.params = params
         # Gap filling is part of the features' definition: use what extraction recorded.
-        self.max_gap = int(metadata.get("max_gap", self.params.max_gap))
+        self.max_gap = int(metadata.get("max_gap", params.max_gap))
 
     @property
     def num_joints(self) -> int:

@@ -96,7 +96,12 @@ def convert(
         "mask": ((stored, LAYOUT.num_joints), "bool"),
         "score": ((stored, LAYOUT.num_joints), "float16"),
     }
-    config = {**preprocess_config(params), "layout": LAYOUT.name, "num_joints": LAYOUT.num_joints}
+    config = {
+        **preprocess_config(params),
+        "layout": LAYOUT.name,
+        "landmark_layout": LAYOUT.name,
+        "num_joints": LAYOUT.num_joints,
+    }
     config["extractor"] = {"source": "mediapipe-hands keypoint files", "path": source.name}
     per_split: Counter = Counter()
     hand_frames = Counter()
@@ -155,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ParamsError, FileNotFoundError, ValueError) as error:
         print(f"hand_keypoints: error: {error}", file=sys.stderr)
         return 2
-    print(f"hand_keypoints: {summary['per_split']} clips of {len(summary['glosses'])} glosses, {summary['skipped']} skipped")
+    glosses = len(summary["glosses"])
+    print(f"hand_keypoints: {summary['per_split']} clips of {glosses} glosses, {summary['skipped']} skipped")
     return 0
 
 

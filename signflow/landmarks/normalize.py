@@ -38,6 +38,7 @@ from signflow.landmarks.layout import (
     RIGHT_SHOULDER,
     Layout,
 )
+from signflow.sampling import uniform_indices
 
 # A palm (wrist to middle knuckle) is about a quarter of a shoulder width on adults.
 PALM_TO_SHOULDER = 4.0
@@ -147,3 +148,25 @@ def prepare(
 def model_input(points: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """``(T, J, C + 1)`` float32: the normalised coordinates plus the mask as the last channel."""
     return np.concatenate([points.astype(np.float32), mask[..., None].astype(np.float32)], axis=-1)
+
+
+def stored_input(
+    points: np.ndarray,
+    mask: np.ndarray,
+    layout: Layout,
+    *,
+    stored_frames: int,
+    aspect: float = 1.0,
+    max_gap: int = 0,
+) -> np.ndarray:
+    """Full-frame-rate landmarks of one clip -> the ``(stored_frames, J, C + 1)`` a model is scored on.
+
+    Exactly what extraction stores (uniform resampling to ``stored_frames``, float16)
+    followed by the evaluation dataset's normalisation, so serving a video gives the
+    same input as evaluating its extracted features.
+    """
+    keep = uniform_indices(len(points), stored_frames)
+    stored = np.asarray(points)[keep].astype(np.float16).astype(np.float32)
+    stored_mask = np.asarray(mask, dtype=bool)[keep]
+    prepared, prepared_mask = prepare(stored, stored_mask, layout, aspect=aspect, max_gap=max_gap)
+    return model_input(prepared, prepared_mask)

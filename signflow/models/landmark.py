@@ -50,7 +50,9 @@ def build_landmark_model(
     if skeleton.num_joints != num_joints:
         raise ValueError(f"layout {skeleton.name!r} has {skeleton.num_joints} joints, input has {num_joints}")
     if params.arch == "landmark_lstm":
-        return LandmarkLSTM(params.landmark, num_classes, num_joints=num_joints, channels=channels, dropout=params.dropout)
+        return LandmarkLSTM(
+            params.landmark, num_classes, num_joints=num_joints, channels=channels, dropout=params.dropout
+        )
     if params.arch == "landmark_gcn":
         if not params.landmark.streams:
             raise ValueError("model.landmark.streams must name at least one of joint, bone")

@@ -9,21 +9,21 @@ of the chest. A gloss is a combination of
 * the dominant hand's rotation direction (cw / ccw) and number of turns (1-3),
 * the order of three handshapes it cycles through (open -> fist -> point, or
   open -> point -> fist) and how many handshape cycles it makes (1-2),
-* the non-dominant hand's rotation direction,
+* the non-dominant hand's rotation direction.
 
-and every clip starts both hands and the handshape cycle at a *random phase*.
-That random phase is what makes single frames uninformative: for every gloss a
-frame shows the dominant hand at a uniformly random angle, the other hand at an
-independent uniformly random angle, and each handshape one third of the time,
-so the distribution of a single frame is the same for all glosses (the test
-suite checks that a nearest-centroid classifier on single frames is at chance,
-while the direction of motion recovered from consecutive frames separates the
-classes). Only the temporal order (direction, speed, handshape order) carries
-the label, as in real signs that share handshapes and locations.
+Every sign starts where the hands come up from rest (the bottom of each circle,
+open hand first) and makes whole turns and whole handshape cycles, so every
+gloss visits the same positions, equally often, with each handshape a third of
+the time: the mean frame and the per-frame distribution of hand positions and
+handshapes are the same for all glosses, and only the *order* of the visits
+(direction, speed, handshape sequence) carries the label, as in real signs that
+share handshapes and locations. The test suite checks that a nearest-centroid
+classifier on single frames is at chance while the direction of motion
+recovered from consecutive frames separates the classes.
 
 Per-signer variation: body position and scale, signing speed, skin, clothing
 and background colours, lighting gain and gradient; per repetition: a small
-position jitter, speed jitter, phases, lead-in/out lengths and pixel noise.
+position jitter, speed jitter, start-angle jitter, lead-in/out lengths and pixel noise.
 Rest frames before and after the sign are recorded in the index as
 ``frame_start``/``frame_end`` (1-based, inclusive), like WLASL's YouTube entries.
 
@@ -275,8 +275,10 @@ def render_clip(
     rng = np.random.default_rng(np.random.SeedSequence([seed, 2, *key]))
     jitter = (float(rng.uniform(-1.5, 1.5)), float(rng.uniform(-1.5, 1.5)))
     speed = look.speed * float(rng.uniform(0.93, 1.07))
-    phase_dom, phase_nd = rng.uniform(0, 2 * math.pi, 2)
-    shape_offset = float(rng.uniform(0, 1))
+    # Signs start where the hands come up from rest: the bottom of each circle (with jitter),
+    # open hand first. Every gloss then visits the same positions and handshapes, in its own order.
+    phase_dom, phase_nd = -math.pi / 2 + rng.uniform(-0.35, 0.35, 2)
+    shape_offset = float(rng.uniform(0.0, 0.08))
     lead = params.lead_frames
     lead_in = int(max(0, lead + rng.integers(-1, 2))) if lead else 0
     lead_out = int(max(0, lead + rng.integers(-1, 2))) if lead else 0

@@ -184,9 +184,18 @@ def _train(
     input_config = input_config_for(arch)
     use_cache = feature_cache.cache_applies(model_params, train_params)
 
+    if ctx.is_main:
+        # Declared DVC outputs: they must exist even when this run uses no cache / resumes nothing.
+        paths.checkpoints.mkdir(parents=True, exist_ok=True)
+        paths.feature_cache.mkdir(parents=True, exist_ok=True)
+
     # ---- model (seeded: every rank builds the same initial weights; DDP also broadcasts rank 0's)
     set_seed(train_params.seed)
-    model = build_model(model_params, num_classes, seq_len=seq_len, frame_size=frame_size).to(ctx.device)
+    # Landmark features record the model input's joints/channels in preprocess.json (video: absent, None).
+    model = build_model(
+        model_params, num_classes, seq_len=seq_len, frame_size=frame_size,
+        num_joints=preprocess.get("num_joints"), channels=preprocess.get("channels"),
+    ).to(ctx.device)  # fmt: skip
 
     # ---- data
     splits: dict[str, Any] = {}
