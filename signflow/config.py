@@ -147,6 +147,11 @@ class CnnLstmParams(StrictModel):
     layers: int = Field(1, ge=1, le=8)
     bidirectional: bool = True
     pooling: Literal["last", "mean", "attention"] = "attention"
+    spatial_grid: int = Field(
+        1, ge=1, le=8,
+        description="average-pool each frame's last feature map to an N x N grid, not one vector: "
+        "keeps where the hands are (1 = global pooling, what ImageNet backbones expect)",
+    )  # fmt: skip
 
 
 class LandmarkModelParams(StrictModel):

@@ -61,7 +61,8 @@ def expected_cnn_lstm(backbone: str, hidden: int, layers: int, bidirectional: bo
         trunk, features = numel(reference.features), 1280
     out = hidden * (2 if bidirectional else 1)
     attention = (out * (out // 2) + out // 2 + out // 2 + 1) if pooling == "attention" else 0
-    return trunk + lstm_count(features, hidden, layers, bidirectional) + attention + out * NUM_CLASSES + NUM_CLASSES
+    feature_norm = 2 * features  # LayerNorm weight + bias
+    return trunk + feature_norm + lstm_count(features, hidden, layers, bidirectional) + attention + out * NUM_CLASSES + NUM_CLASSES
 
 
 def forward_backward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -104,7 +105,7 @@ def test_last_pooling_uses_both_directions() -> None:
     model = build_model(params(hidden=8, pooling="last"), NUM_CLASSES, seq_len=5, frame_size=16).eval()
     features = torch.randn(1, 5, model.feature_dim)
     changed = features.clone()
-    changed[:, 0] += 1.0
+    changed[:, 0, 0] += 1.0  # one feature (a shift of all of them is normalised away)
     assert not torch.allclose(model.forward_features(features), model.forward_features(changed))
 
 
@@ -355,3 +356,25 @@ def test_landmark_model_file_round_trip(tmp_path: Path) -> None:
     assert meta["input"] == {"seq_len": 8, "frame_size": None, "num_joints": 42, "channels": 4}
     x = torch.randn(2, 8, 42, 4)
     torch.testing.assert_close(loaded(x), model(x))
+
+
+def test_spatial_grid_keeps_where_the_hand_is() -> None:
+    """grid=2 gives each quadrant's mean feature (where the hand is); grid=1 only their average."""
+    coarse = build_model(params(hidden=8, spatial_grid=1), NUM_CLASSES, seq_len=4, frame_size=64).eval()
+    fine = build_model(params(hidden=8, spatial_grid=2), NUM_CLASSES, seq_len=4, frame_size=64).eval()
+    fine.backbone.blocks.load_state_dict(coarse.backbone.blocks.state_dict())
+    x = torch.randn(2, 3, 3, 64, 64)
+    with torch.no_grad():
+        feature_map = coarse.backbone.blocks(x.flatten(0, 1))  # (6, C, 4, 4)
+        quadrants = feature_map.unflatten(2, (2, 2)).unflatten(4, (2, 2)).mean(dim=(3, 5))  # (6, C, 2, 2)
+        cells = fine.backbone_features(x)
+        pooled = coarse.backbone_features(x)
+    width = SmallCNN.widths[-1]
+    assert fine.feature_dim == width * 4 and coarse.feature_dim == width
+    torch.testing.assert_close(cells, quadrants.flatten(1).reshape(2, 3, -1))
+    torch.testing.assert_close(pooled, quadrants.mean(dim=(2, 3)).reshape(2, 3, -1))
+
+
+def test_spatial_grid_finer_than_the_feature_map_is_refused() -> None:
+    with pytest.raises(ValueError, match="spatial_grid=8 is finer than the 4x4 feature map"):
+        build_model(params(spatial_grid=8), NUM_CLASSES, seq_len=4, frame_size=64)

@@ -74,6 +74,13 @@ def check_fit(params: ModelParams, *, seq_len: int, frame_size: int | None) -> N
                 f"extract.frame_size={frame_size} is too small for model.cnn_lstm.backbone={backbone}: "
                 f"it downsamples {minimum}x, so frames must be at least {minimum}x{minimum}"
             )
+        grid = params.cnn_lstm.spatial_grid
+        if frame_size // minimum < grid:
+            raise ValueError(
+                f"model.cnn_lstm.spatial_grid={grid} is finer than the {frame_size // minimum}x"
+                f"{frame_size // minimum} feature map of {backbone} at extract.frame_size={frame_size}: "
+                f"use spatial_grid <= {frame_size // minimum} or larger frames"
+            )
         if params.pretrained and backbone not in _pretrained_names():
             raise ValueError(
                 f"model.pretrained is true but model.cnn_lstm.backbone={backbone} has no pretrained weights "

@@ -64,9 +64,14 @@ class SmallCNN(nn.Module):
 
 
 class FrameBackbone(nn.Module):
-    """A 2D CNN (an ``nn.Sequential`` of blocks) + global average pooling: ``(N, C, H, W) -> (N, F)``."""
+    """A 2D CNN (an ``nn.Sequential`` of blocks) + average pooling to a grid: ``(N, C, H, W) -> (N, F)``.
 
-    def __init__(self, name: str):
+    ``grid=1`` is global pooling (``F = channels``). A coarse grid (``F = channels * grid**2``)
+    keeps *where* things are in the frame; in sign language the hand's position relative to
+    the body is part of the sign, and global pooling throws it away.
+    """
+
+    def __init__(self, name: str, grid: int = 1):
         super().__init__()
         self.name = name
         if name == "small_cnn":
@@ -80,7 +85,9 @@ class FrameBackbone(nn.Module):
             self.out_features = 1280
         else:
             raise ValueError(f"unknown cnn_lstm backbone {name!r} (expected small_cnn or mobilenet_v2)")
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.grid = grid
+        self.out_features *= grid * grid
+        self.pool = nn.AdaptiveAvgPool2d(grid)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.flatten(self.pool(self.blocks(x)), 1)
@@ -104,8 +111,11 @@ class CnnLstm(nn.Module):
     def __init__(self, params: CnnLstmParams, num_classes: int, *, dropout: float):
         super().__init__()
         self.params = params
-        self.backbone = FrameBackbone(params.backbone)
+        self.backbone = FrameBackbone(params.backbone, params.spatial_grid)
         self.feature_dim = self.backbone.out_features
+        # Per-frame features of one clip differ little (same signer, same background): normalising
+        # them lets the LSTM see the small changes that carry the sign from the first step.
+        self.feature_norm = nn.LayerNorm(self.feature_dim)
         self.lstm = nn.LSTM(
             self.feature_dim,
             params.hidden,
@@ -155,7 +165,7 @@ class CnnLstm(nn.Module):
 
     def forward_features(self, features: torch.Tensor) -> torch.Tensor:
         """``(B, T, F) -> (B, num_classes)`` logits: LSTM, pooling over time, head."""
-        outputs, (hidden, _) = self.lstm(features)
+        outputs, (hidden, _) = self.lstm(self.feature_norm(features))
         if self.params.pooling == "last":
             # The final hidden state of the last layer, both directions: the backward
             # direction's "last" state is at t=0, so outputs[:, -1] would be wrong for it.

@@ -60,7 +60,8 @@ def _split_identity(split_dir: Path) -> dict[str, Any]:
 def cache_key(backbone: nn.Module, *, backbone_name: str, input_config: Any, split_dir: str | os.PathLike[str]) -> str:
     """sha256 over backbone name + weights (incl. BN statistics) + normalisation + the split's data."""
     digest = hashlib.sha256()
-    digest.update(json.dumps({"version": CACHE_VERSION, "backbone": backbone_name}).encode())
+    grid = getattr(backbone, "grid", 1)  # pooling has no weights: the grid is part of the key
+    digest.update(json.dumps({"version": CACHE_VERSION, "backbone": backbone_name, "grid": grid}).encode())
     for name, tensor in sorted(backbone.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
