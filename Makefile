@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export BENTOML_DO_NOT_TRACK := True
 export DO_NOT_TRACK := 1
 
-.PHONY: setup system-deps venv venv-landmarks test test-slow test-all run bench clean
+.PHONY: setup system-deps venv venv-landmarks test test-slow test-all run pipeline monitoring bench smoke-wlasl clean
 
 setup: system-deps venv venv-landmarks  ## system packages + pinned Python environments
 
@@ -36,6 +36,23 @@ test-all: test test-slow
 
 run:  ## the whole pipeline on the synthetic default
 	PATH=$(abspath $(BIN)):$$PATH dvc repro
+
+pipeline:  ## compile the kfp pipeline (pipelines/signflow_pipeline.yaml, checked in)
+	$(BIN)/python -m pipelines.compile
+
+monitoring:  ## regenerate rules/dashboards from params.yaml, then promtool + dashboard checks
+	$(BIN)/python -m signflow.monitoring.build
+	$(BIN)/python -m signflow.monitoring.check monitoring
+
+bench:  ## every benchmark; each prints a side-by-side table (docs/benchmarks.md)
+	$(BIN)/python benchmarks/bench_extract.py
+	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_serving.py
+	$(BIN)/python benchmarks/bench_drift.py
+	$(BIN)/python benchmarks/bench_landmarks.py
+
+smoke-wlasl:  ## every stage on the 199 real WLASL clips in ../shared/data/wlasl-clips (no accuracy)
+	$(BIN)/python scripts/smoke_wlasl_clips.py
 
 clean:
 	rm -rf data models dvclive reports

@@ -23,9 +23,7 @@ import contextlib
 import io
 import json
 import os
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +33,7 @@ import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(REPO_ROOT / "tests"))  # the service tests' launcher (tests/served.py)
 
 
 def percentiles(values: list[float]) -> tuple[float, float, float]:
@@ -134,34 +133,19 @@ async def load(url: str, make_request, concurrency: int, duration: float) -> dic
 
 @contextlib.contextmanager
 def serve(env: dict[str, str], port: int):
-    log = Path(env["BENTOML_HOME"]) / "serve.log"
-    with open(log, "w") as handle:
-        process = subprocess.Popen(
-            [str(Path(sys.executable).with_name("bentoml")), "serve", "serving.service:Signflow", "--host", "127.0.0.1",
-             "--port", str(port)],
-            cwd=REPO_ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    try:
-        import requests
+    """The real ``bentoml serve`` (same launch and readiness wait as the service tests)."""
+    import requests
 
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"bentoml serve exited:\n{log.read_text()[-2000:]}")
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                    break
-            time.sleep(0.5)
-        else:
-            raise RuntimeError("bentoml serve did not become ready")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+    from served import process_group, wait_until
+
+    log = Path(env["BENTOML_HOME"]) / "serve.log"
+    url = f"http://127.0.0.1:{port}"
+    cmd = [str(Path(sys.executable).with_name("bentoml")), "serve", "serving.service:Signflow", "--host", "127.0.0.1",
+           "--port", str(port)]  # fmt: skip
+    with process_group(cmd, cwd=REPO_ROOT, env=env, log=log) as process:
+        wait_until(lambda: requests.get(f"{url}/readyz", timeout=2).status_code == 200, 180, "bentoml serve ready",
+                   process=process, log=log)  # fmt: skip
+        yield url
 
 
 def main(argv: list[str] | None = None) -> int:

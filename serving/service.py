@@ -35,7 +35,7 @@ from starlette.responses import JSONResponse
 
 from serving.config import load_config
 from serving.guard import REASON_HEADER, GuardMiddleware
-from serving.metrics import drift_gauge, metrics
+from serving.metrics import STAGES, drift_gauge, metrics
 
 log = logging.getLogger("signflow.serving")
 
@@ -247,6 +247,13 @@ class Signflow:
             metric=labels.get("metric", "unknown"),
             metric_value=labels.get("metric_value", ""),
         ).set(1)
+        # Every series the dashboards divide or take quantiles of exists from the start at 0, so the
+        # first requests show up as a rise (rate() cannot see the increment that creates a series).
+        for endpoint in ("predict_video", "predict_frames"):
+            for stage in STAGES:
+                m.stage_latency.labels(endpoint=endpoint, stage=stage)
+        for gloss in self.glosses:
+            m.predictions.labels(gloss=gloss)
         m.model_ready.set(1)
         log.info("serving %s (%s, %d glosses); model pinned by %s", self.tag, labels.get("arch"), len(self.glosses),
                  CONFIG.tag_source)

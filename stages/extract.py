@@ -48,7 +48,11 @@ def main(argv: list[str] | None = None) -> int:
         # Helper process pool in its own venv (MediaPipe); same plans, same output layout.
         from signflow import landmarks
 
-        summary = landmarks.extract_all(plans_path, args.raw, args.out, params, progress=not args.no_progress)
+        try:
+            summary = landmarks.extract_all(plans_path, args.raw, args.out, params, progress=not args.no_progress)
+        except landmarks.LandmarkEnvError as error:  # no .venv-landmarks: one line saying how to make it
+            print(f"extract: error: {error}", file=sys.stderr)
+            return 2
     else:
         config = preprocess.PreprocessConfig.from_params(params.extract, params.crop)
         summary = preprocess.extract_features(

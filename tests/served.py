@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,35 +100,47 @@ def bentoml_serve(
     env.update({"SIGNFLOW_PARAMS": str(params), "SIGNFLOW_PACKAGE_RECORD": str(folder / "package.json")})
     port = free_port()
     log = folder / "serve.log"
-    with open(log, "w") as log_file:
-        process = subprocess.Popen(
-            [str(BENTOML), "serve", "serving.service:Signflow", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
-        )
     url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(url, process, log)
+    cmd = [str(BENTOML), "serve", "serving.service:Signflow", "--host", "127.0.0.1", "--port", str(port)]
+    with process_group(cmd, cwd=REPO_ROOT, env=env, log=log) as process:
+        wait_until(lambda: requests.get(f"{url}/readyz", timeout=2).status_code == 200, 120, "bentoml serve ready",
+                   process=process, log=log)  # fmt: skip
         name, version = tag.split(":")
         yield Served(url, tag, folder / "bentoml" / "models" / name / version, env, log,
                      yaml.safe_load(params.read_text()))
+
+
+@contextlib.contextmanager
+def process_group(cmd: list[str], *, cwd: Path, env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
+    """Run ``cmd`` in its own process group, output to ``log``; on exit the whole group is stopped
+    (SIGTERM, then SIGKILL), so servers' worker processes never outlive the test."""
+    with open(log, "w") as log_file:
+        process = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                                   start_new_session=True)  # fmt: skip
+    try:
+        yield process
     finally:
-        # The server's own process group (started above), so its workers stop with it.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
         try:
-            process.wait(timeout=8)
+            process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
 
 
-def _wait_ready(url: str, process: subprocess.Popen, log: Path, timeout_s: float = 120.0) -> None:
+def wait_until(
+    condition: Callable[[], bool], timeout_s: float, what: str, *, process: subprocess.Popen | None = None,
+    log: Path | None = None,
+) -> None:
+    """Poll ``condition`` (connection errors count as not yet) until true; fail early if ``process`` exits."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"bentoml serve exited {process.returncode}:\n{log.read_text()[-3000:]}")
+        if process is not None and process.poll() is not None:
+            tail = log.read_text()[-3000:] if log else ""
+            raise RuntimeError(f"{what}: process exited {process.returncode}:\n{tail}")
         with contextlib.suppress(requests.RequestException):
-            if requests.get(f"{url}/readyz", timeout=2).status_code == 200:
+            if condition():
                 return
         time.sleep(0.5)
-    raise RuntimeError(f"bentoml serve not ready after {timeout_s} s:\n{log.read_text()[-3000:]}")
+    raise TimeoutError(f"{what} not reached after {timeout_s} s" + (f":\n{log.read_text()[-3000:]}" if log else ""))

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from signflow import video
+from signflow.crop import Plan
 from signflow.config import LandmarksParams, parse_params
 from signflow.landmarks import (
     LandmarkEnvError,
@@ -58,6 +59,26 @@ def test_missing_environment_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(LandmarkEnvError):
         extract_all(plans, tmp_path, tmp_path / "features", parse_params({}), python=str(tmp_path / "no-python"))
     assert not (tmp_path / "features").exists()
+
+
+def test_extract_stage_without_the_environment_fails_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from stages import extract as extract_stage
+
+    monkeypatch.setenv("SIGNFLOW_LANDMARKS_PYTHON", str(tmp_path / "no-python"))
+    params = tmp_path / "params.yaml"
+    params.write_text("extract:\n  representation: landmarks\n")
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "crop").mkdir()
+    plan = Plan("a", 0, "book", "train", "a.mp4", 0, None, None, 64, 48, 25.0, 20)
+    (tmp_path / "crop" / "plans.jsonl").write_text(plan.to_json() + "\n")
+    code = extract_stage.main(["--params", str(params), "--raw", str(tmp_path / "raw"), "--crop",
+                               str(tmp_path / "crop"), "--out", str(tmp_path / "features"), "--report",
+                               str(tmp_path / "extract.json"), "--no-progress"])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "make venv-landmarks" in err and "Traceback" not in err
+    assert not (tmp_path / "features").exists() and not (tmp_path / "extract.json").exists()
 
 
 def check_plausible(points: np.ndarray, mask: np.ndarray, width: int, height: int, name: str) -> dict[str, float]:

@@ -11,8 +11,6 @@ import contextlib
 import math
 import os
 import shutil
-import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +24,7 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from served import bentoml_serve, free_port
+from served import bentoml_serve, free_port, process_group, wait_until
 from signflow import video
 from signflow.config import load_params
 from signflow.monitoring.dashboards import build_dashboard, iter_queries
@@ -61,41 +59,13 @@ def run_prometheus(folder: Path, target: str) -> Iterator[str]:
     (folder / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()
     log = folder / "prometheus.log"
-    with open(log, "w") as log_file:
-        process = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={folder / 'prometheus.yml'}", f"--storage.tsdb.path={folder / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-            stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+    cmd = [PROMETHEUS, f"--config.file={folder / 'prometheus.yml'}", f"--storage.tsdb.path={folder / 'data'}",
+           f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"]  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    try:
-
-        def ready() -> bool:
-            return requests.get(f"{url}/-/ready", timeout=2).status_code == 200
-
-        _wait(ready, 30, "Prometheus ready", log, process)
+    with process_group(cmd, cwd=folder, env=dict(os.environ), log=log) as process:
+        wait_until(lambda: requests.get(f"{url}/-/ready", timeout=2).status_code == 200, 30, "Prometheus ready",
+                   process=process, log=log)  # fmt: skip
         yield url
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
-
-
-def _wait(condition, timeout_s: float, what: str, log: Path | None = None, process=None) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            tail = log.read_text()[-3000:] if log else ""
-            raise RuntimeError(f"{what}: process exited {process.returncode}:\n{tail}")
-        with contextlib.suppress(requests.RequestException):
-            if condition():
-                return
-        time.sleep(0.5)
-    raise TimeoutError(f"{what} not reached after {timeout_s} s" + (f":\n{log.read_text()[-3000:]}" if log else ""))
 
 
 def query(prom: str, expr: str) -> list[dict[str, Any]]:
@@ -131,14 +101,18 @@ def send_traffic(url: str, folder: Path) -> dict[str, int]:
             requests.post(f"{url}/predict_frames", json={"frames": [[1, 2], [3, 4]]}, timeout=30).status_code,
         ]
 
-    # A labelled counter's series appears at its first increment, and rate() cannot see the increase
-    # that created it; a first wave of bad requests, scraped, makes the second wave's rise visible.
+    # A labelled series appears at its first increment, and rate() cannot see the increase that
+    # created it (the service pre-creates its own per-gloss/per-stage series; rejection reasons and
+    # BentoML's batch-size histogram appear on first use): a first wave of bad requests and one good
+    # clip, scraped, makes the second wave's rise visible, as steady production traffic would.
     bad = bad_requests()
+    warm_up = [frames(clips[0])]
     time.sleep(2.5)  # > 2 scrape intervals
     with ThreadPoolExecutor(4) as pool:
         good = list(pool.map(frames, clips))
     good.append(upload("clip.mp4", good_video.read_bytes(), "video/mp4"))
     bad += bad_requests()
+    good += warm_up
     assert all(code == 200 for code in good), good
     assert all(400 <= code < 500 for code in bad), bad
     return {"good": len(good), "bad": len(bad)}
@@ -151,10 +125,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         target = urlparse(served.url).netloc
         with run_prometheus(folder / "prometheus", target) as prom:
             # A scrape before the traffic, so rate() sees the counters rise.
-            _wait(lambda: [s["value"][1] for s in query(prom, f'up{{job="{JOB}"}}')] == ["1"], 30, "first scrape")
+            wait_until(lambda: [s["value"][1] for s in query(prom, f'up{{job="{JOB}"}}')] == ["1"], 30, "first scrape")
             sent = send_traffic(served.url, folder)
             # Every request scraped: predictions and rejections visible, then two more scrapes for rate().
-            _wait(
+            wait_until(
                 lambda: _finite(query(prom, f'sum(signflow_predictions_total{{job="{JOB}"}}) >= {sent["good"]}'))
                 and _finite(query(prom, f'sum(signflow_rejected_requests_total{{job="{JOB}"}}) >= {sent["bad"]}')),
                 30,
@@ -232,6 +206,6 @@ def test_alerts_evaluate_on_live_series(stack: dict[str, Any]) -> None:
     health = {rule["name"]: rule["health"] for group in rules for rule in group["rules"]}
     assert health and all(value == "ok" for value in health.values()), health
     # A random-init model against a random reference drifts: the alert is pending (for: 30m).
-    _wait(lambda: query(prom, 'ALERTS{alertname="SignflowPredictionDrift"}'), 15, "drift alert pending")
+    wait_until(lambda: query(prom, 'ALERTS{alertname="SignflowPredictionDrift"}'), 15, "drift alert pending")
     # The service is up and its model ready: those alerts stay quiet.
     assert not query(prom, 'ALERTS{alertname=~"SignflowServiceDown|SignflowModelNotReady"}')

@@ -74,12 +74,11 @@ def check_fit(params: ModelParams, *, seq_len: int, frame_size: int | None) -> N
                 f"extract.frame_size={frame_size} is too small for model.cnn_lstm.backbone={backbone}: "
                 f"it downsamples {minimum}x, so frames must be at least {minimum}x{minimum}"
             )
-        grid = params.cnn_lstm.spatial_grid
-        if frame_size // minimum < grid:
+        grid, side = params.cnn_lstm.spatial_grid, -(-frame_size // minimum)  # stride-2 convs round up
+        if side < grid:
             raise ValueError(
-                f"model.cnn_lstm.spatial_grid={grid} is finer than the {frame_size // minimum}x"
-                f"{frame_size // minimum} feature map of {backbone} at extract.frame_size={frame_size}: "
-                f"use spatial_grid <= {frame_size // minimum} or larger frames"
+                f"model.cnn_lstm.spatial_grid={grid} is finer than the {side}x{side} feature map of "
+                f"{backbone} at extract.frame_size={frame_size}: use spatial_grid <= {side} or larger frames"
             )
         if params.pretrained and backbone not in _pretrained_names():
             raise ValueError(

@@ -99,7 +99,7 @@ def trim_video(
     fps = info.fps if info.fps > 0 else 25.0
     frames = (frame for _, frame in video.iter_frames(src, start, stop))
     try:
-        count = video.write_video(dst, frames, fps)
+        count = video.write_video(dst, frames, fps, deterministic=True)  # same bytes every run: DVC hashes stay put
     except ValueError as error:  # write_video: no frames given
         raise video.VideoError(
             "no_frames", f"{Path(src).name}: frames {frame_start}..{frame_end} are past the end of the video"
