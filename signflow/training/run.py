@@ -103,12 +103,16 @@ def _check_params(model_params: ModelParams, train: TrainParams, *, seq_len: int
         )
 
 
-def _resume_payload(resume: str, paths: TrainPaths, *, arch: str, num_classes: int, fingerprint: str) -> dict | None:
+def _resume_payload(
+    resume: str, paths: TrainPaths, *, arch: str, num_classes: int, fingerprint: str, epochs: int
+) -> dict | None:
     """The ``last.pt`` payload to continue from, or None for a fresh start.
 
     ``auto``: the checkpoint dir's ``last.pt`` if it was written by this exact
-    configuration (params + data); anything else is ignored with a log line,
-    since after a param change (``dvc exp run -S ...``) a fresh start is right.
+    configuration (params + data) and that run did not finish; anything else is
+    ignored with a log line, since after a param change (``dvc exp run -S ...``)
+    a fresh start is right, and DVC re-runs a finished training only because its
+    code changed, which a finished checkpoint knows nothing of.
     A path: that checkpoint must fit (same arch, classes and configuration) or
     the run fails with the reason.
     """
@@ -130,6 +134,10 @@ def _resume_payload(resume: str, paths: TrainPaths, *, arch: str, num_classes: i
         if explicit:
             raise
         log.info("not resuming: %s", error)
+        return None
+    state = payload.get("state") or {}
+    if not explicit and (state.get("epoch", 0) >= epochs or state.get("stopped_early")):
+        log.info("not resuming: %s is a finished run (%d epochs); training afresh", path, state.get("epoch", 0))
         return None
     return payload
 
@@ -263,7 +271,9 @@ def _train(
     checkpoints = CheckpointManager(
         paths.checkpoints, {"arch": arch, "num_classes": num_classes, "fingerprint": fingerprint}, writer=ctx.is_main
     )
-    payload = _resume_payload(resume, paths, arch=arch, num_classes=num_classes, fingerprint=fingerprint)
+    payload = _resume_payload(
+        resume, paths, arch=arch, num_classes=num_classes, fingerprint=fingerprint, epochs=train_params.epochs
+    )
     if payload is not None:
         state = checkpoints.restore(payload, model=model, optimizer=optimizer, schedule=schedule, scaler=scaler)
         log.info("resuming from %s after epoch %d", paths.checkpoints / "last.pt", state.epoch)
