@@ -40,6 +40,14 @@ RUN python -m venv "$VIRTUAL_ENV" \
     && pip install -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt /tmp/torch.txt
 
+# The landmark extractor's own environment (extract.representation: landmarks): mediapipe 0.10.21
+# needs protobuf<5 and numpy<2, kfp in /opt/venv needs protobuf 6 and numpy 2 (docs/landmarks.md).
+COPY requirements-landmarks.txt /tmp/requirements-landmarks.txt
+RUN python -m venv /opt/venv-landmarks \
+    && /opt/venv-landmarks/bin/pip install -r /tmp/requirements-landmarks.txt \
+    && rm /tmp/requirements-landmarks.txt
+ENV SIGNFLOW_LANDMARKS_PYTHON=/opt/venv-landmarks/bin/python
+
 WORKDIR /app
 COPY pyproject.toml README.md params.yaml dvc.yaml ./
 COPY signflow/ signflow/
@@ -47,6 +55,7 @@ COPY stages/ stages/
 COPY pipelines/ pipelines/
 COPY serving/ serving/
 RUN pip install --no-deps . \
+    && /opt/venv-landmarks/bin/pip install --no-deps . \
     && chown -R signflow:signflow /app
 
 # Numeric, so Kubernetes runAsNonRoot can verify it without reading /etc/passwd.

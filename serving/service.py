@@ -56,7 +56,9 @@ STATUS = {
     "unsupported_codec": 415, "unsupported_media_type": 415,
     "too_large": 413, "too_many_frames": 413, "too_long": 413, "resolution_too_large": 413,
     "batch_too_large": 413, "bad_shape": 400, "bad_npy": 400, "bad_dtype": 400, "empty_batch": 400, "bad_top_k": 400,
+    "model_mismatch": 400, "landmarks_unavailable": 503,
 }
+ENDPOINTS = ("predict_video", "predict_frames", "predict_landmarks")
 
 
 def _check_upload_type(value: Any) -> Any:
@@ -170,7 +172,8 @@ class SignflowModel:
 
     @bentoml.api(batchable=True, max_batch_size=SERVE.max_batch_size, max_latency_ms=SERVE.max_latency_ms)
     def logits(self, stored: np.ndarray) -> np.ndarray:
-        """``(B, stored_frames, S, S, 3)`` uint8 clips -> ``(B, num_classes)`` float32 logits."""
+        """``(B, stored_frames, S, S, 3)`` uint8 clips (landmark models: ``(B, stored_frames, J, C)``
+        float32) -> ``(B, num_classes)`` float32 logits."""
         return np.asarray(self.predictor.logits(stored, clips=self.clips), dtype=np.float32)
 
 
@@ -234,10 +237,16 @@ class Signflow:
         if not folder["glosses"] or not folder["preprocess"]:
             raise RuntimeError(f"model {self.tag} lacks label_map.json/preprocess.json: package it with stages.package")
         self.glosses: list[str] = list(folder["glosses"])
+        # Landmark models (model.arch landmark_*): MediaPipe + the same normalisation as extract/evaluate.
+        self.landmarks = None
+        if folder["preprocess"].get("kind") == "landmarks":
+            from signflow.landmarks.online import LandmarkPreprocessor
+
+            self.landmarks = LandmarkPreprocessor(folder["preprocess"])
         # The same fields Predictor reads from the model file (preprocess.json also carries
         # normalisation and layout, which the model service applies).
         fields = {k: v for k, v in folder["preprocess"].items() if k in PreprocessConfig.model_fields}
-        self.preprocess = PreprocessConfig.model_validate(fields)
+        self.preprocess = None if self.landmarks else PreprocessConfig.model_validate(fields)
         self.drift = self._drift_monitor(folder)
         m = metrics()
         labels = stored.info.labels  # written by signflow.packaging.save_to_store
@@ -249,7 +258,7 @@ class Signflow:
         ).set(1)
         # Every series the dashboards divide or take quantiles of exists from the start at 0, so the
         # first requests show up as a rise (rate() cannot see the increment that creates a series).
-        for endpoint in ("predict_video", "predict_frames"):
+        for endpoint in ENDPOINTS:
             for stage in STAGES:
                 m.stage_latency.labels(endpoint=endpoint, stage=stage)
         for gloss in self.glosses:
@@ -282,7 +291,10 @@ class Signflow:
         try:
             self._check_top_k(top_k)
             t0 = time.perf_counter()
-            stored, info = await asyncio.to_thread(self._decode_video, video)
+            if self.landmarks is not None:  # decode + MediaPipe in the landmark worker: one "decode" step
+                stored, info = await asyncio.to_thread(self._video_landmarks, video)
+            else:
+                stored, info = await asyncio.to_thread(self._decode_video, video)
             decode_s = time.perf_counter() - t0
             t1 = time.perf_counter()
             batch = self._as_batch(stored)
@@ -322,6 +334,9 @@ class Signflow:
         m = metrics()
         started = time.perf_counter()
         try:
+            if self.landmarks is not None:
+                raise Rejected("model_mismatch", "this model reads landmarks, not frames: use /predict_landmarks "
+                               "or /predict_video")  # fmt: skip
             self._check_top_k(top_k)
             t0 = time.perf_counter()
             clips, single = self._check_frames(self._frames_input(frames, npy))
@@ -343,16 +358,51 @@ class Signflow:
             return {**results[0], "timings_ms": timings}
         return {"model_tag": self.tag, "predictions": results, "timings_ms": timings}
 
+    @bentoml.api(route="/predict_landmarks")
+    async def predict_landmarks(
+        self,
+        points: list[Any] = Field(..., description="one clip of landmarks (T, J, 3): x, y as fractions of the frame, z"),
+        mask: list[Any] | None = Field(None, description="(T, J) true = joint seen; default: all-zero joints are missing"),
+        width: int | None = Field(None, gt=0, description="frame width in pixels (x/y aspect for the normalisation)"),
+        height: int | None = Field(None, gt=0, description="frame height in pixels"),
+        top_k: int = Field(SERVE.top_k, description="how many glosses to return"),
+        return_logits: bool = Field(False, description="also return the raw logits"),
+    ) -> dict[str, Any]:
+        """Landmarks from the client's own tracker (MediaPipe layout the model was trained on) -> top-k glosses.
+
+        Only for landmark models (``model.arch: landmark_*``); the sequence goes through the
+        same gap filling, resampling and normalisation as the extract and evaluate stages.
+        """
+        endpoint = "predict_landmarks"
+        started = time.perf_counter()
+        try:
+            if self.landmarks is None:
+                raise Rejected("model_mismatch", "this model reads video frames, not landmarks: use /predict_video "
+                               "or /predict_frames")  # fmt: skip
+            self._check_top_k(top_k)
+            if len(points) > SERVE.max_frames:
+                raise Rejected("too_many_frames", f"{len(points)} frames, the limit is {SERVE.max_frames} (serve.max_frames)")
+            t0 = time.perf_counter()
+            stored = await asyncio.to_thread(self._points_to_input, points, mask, width, height)
+            preprocess_s = time.perf_counter() - t0
+        except Rejected as rejected:
+            return rejected.response()  # type: ignore[return-value]
+        metrics().stage_latency.labels(endpoint=endpoint, stage="preprocess").observe(preprocess_s)
+        metrics().input_frames.observe(len(points))
+        logits, model_s = await self._forward(stored[None], endpoint)
+        result = self._result(logits[0], top_k, return_logits)
+        result["timings_ms"] = _ms(preprocess=preprocess_s, model=model_s, total=time.perf_counter() - started)
+        return result
+
     # ------------------------------------------------------------------ steps
 
     def _check_top_k(self, top_k: int) -> None:
         if not 1 <= top_k <= len(self.glosses):
             raise Rejected("bad_top_k", f"top_k must be between 1 and {len(self.glosses)}, got {top_k}")
 
-    def _decode_video(self, path: Path) -> tuple[np.ndarray, dict[str, Any]]:
-        """Probe (limits first: a 4K or hour-long file is refused unread), then decode + preprocess."""
+    def _probe_video(self, path: Path) -> Any:
+        """Probe and apply the limits: a 4K or hour-long file is refused unread."""
         from signflow import video as video_io
-        from signflow.preprocess import decode_to_stored
 
         try:
             info = video_io.probe(path)
@@ -367,6 +417,14 @@ class Signflow:
             raise Rejected("too_long", f"{info.duration_s:.1f} s is longer than {SERVE.max_duration_s:g} s (serve.max_duration_s)")
         if info.num_frames > SERVE.max_frames:
             raise Rejected("too_many_frames", f"{info.num_frames} frames, the limit is {SERVE.max_frames} (serve.max_frames)")
+        return info
+
+    def _decode_video(self, path: Path) -> tuple[np.ndarray, dict[str, Any]]:
+        """Probe (limits first), then decode + preprocess with the extract stage's code."""
+        from signflow import video as video_io
+        from signflow.preprocess import decode_to_stored
+
+        info = self._probe_video(path)
         try:
             stored, count = decode_to_stored(path, config=self.preprocess, max_frames=SERVE.max_frames)
         except video_io.VideoError as error:
@@ -375,6 +433,33 @@ class Signflow:
         duration = count / info.fps if info.fps else info.duration_s
         return stored, {"frames": int(count), "fps": round(info.fps, 3), "duration_s": round(duration, 3),
                         "width": info.width, "height": info.height, "codec": info.codec}
+
+    def _video_landmarks(self, path: Path) -> tuple[np.ndarray, dict[str, Any]]:
+        """Probe (limits first), then MediaPipe Holistic + the evaluate-time normalisation."""
+        from signflow.landmarks import LandmarkEnvError, LandmarkError
+        from signflow.landmarks.online import LandmarkInputError
+
+        info = self._probe_video(path)
+        try:
+            stored, found = self.landmarks.from_video(path, max_frames=SERVE.max_frames)
+        except LandmarkInputError as error:
+            raise Rejected(error.reason, error.detail) from None
+        except LandmarkError as error:
+            raise Rejected(error.reason, error.detail.replace(str(path.parent), "").lstrip("/")) from None
+        except LandmarkEnvError as error:  # the server's set-up, not the client's input
+            log.error("landmark extraction unavailable: %s", error)
+            raise Rejected("landmarks_unavailable", "the landmark extractor is not installed on this server") from None
+        duration = found["frames"] / info.fps if info.fps else info.duration_s
+        return stored, {"frames": found["frames"], "fps": round(info.fps, 3), "duration_s": round(duration, 3),
+                        "width": info.width, "height": info.height, "codec": info.codec, "detected": found["detected"]}
+
+    def _points_to_input(self, points: Any, mask: Any, width: int | None, height: int | None) -> np.ndarray:
+        from signflow.landmarks.online import LandmarkInputError
+
+        try:
+            return self.landmarks.from_points(points, mask, width=width, height=height)
+        except LandmarkInputError as error:
+            raise Rejected(error.reason, error.detail) from None
 
     @staticmethod
     def _frames_input(frames: list[Any] | None, npy: Path | None) -> np.ndarray:
@@ -428,6 +513,8 @@ class Signflow:
             raise Rejected(error.reason, error.detail) from None
 
     def _as_batch(self, stored: np.ndarray) -> np.ndarray:
+        if self.landmarks is not None:
+            return stored[None].astype(np.float32)
         expected = self.preprocess.stored_shape
         if stored.shape != expected or stored.dtype != np.uint8:
             raise RuntimeError(f"preprocess produced {stored.shape} {stored.dtype}, the model expects {expected} uint8")
@@ -464,7 +551,7 @@ class Signflow:
 
 Signflow.add_asgi_middleware(
     GuardMiddleware,
-    protected_prefixes=("/predict_video", "/predict_frames"),
+    protected_prefixes=tuple(f"/{endpoint}" for endpoint in ENDPOINTS),
     max_body_bytes=int(SERVE.max_upload_mb * 1024**2),
     api_key=_api_key(),
 )

@@ -55,9 +55,13 @@ def write_params(folder: Path, serve: dict[str, Any], monitoring: dict[str, Any]
     return path
 
 
-def package_tiny_model(folder: Path, params: Path, env: dict[str, str], drift_reference: Path | None = None) -> str:
-    """Train-stage-shaped tiny model -> the package stage (real CLI) -> its model tag."""
-    run = make_run(folder / "run", {"test_top1": 0.5})
+def package_tiny_model(
+    folder: Path, params: Path, env: dict[str, str], drift_reference: Path | None = None,
+    make_model: Callable[[Path], Path] | None = None,
+) -> str:
+    """Train-stage-shaped tiny model (``make_model(folder)``; default an RGB CNN-LSTM) -> the package
+    stage (real CLI) -> its model tag."""
+    run = make_run(folder / "run", {"test_top1": 0.5}, make_model=make_model)
     out = folder / "package.json"
     args = [
         sys.executable, "-m", "stages.package", "--params", str(params), "--models", str(run / "models"),
@@ -83,7 +87,7 @@ def tiny_drift_reference(folder: Path, num_classes: int) -> Path:
 @contextlib.contextmanager
 def bentoml_serve(
     folder: Path, serve: dict[str, Any], *, monitoring: dict[str, Any] | None = None, extra_env: dict[str, str] | None = None,
-    drift: bool = False,
+    drift: bool = False, make_model: Callable[[Path], Path] | None = None,
 ) -> Iterator[Served]:
     """Package a tiny model and run ``bentoml serve serving.service:Signflow`` until the block exits."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -96,7 +100,7 @@ def bentoml_serve(
     }
     params = write_params(folder, serve, monitoring)
     reference = tiny_drift_reference(folder, 4) if drift else None
-    tag = package_tiny_model(folder, params, env, reference)
+    tag = package_tiny_model(folder, params, env, reference, make_model)
     env.update({"SIGNFLOW_PARAMS": str(params), "SIGNFLOW_PACKAGE_RECORD": str(folder / "package.json")})
     port = free_port()
     log = folder / "serve.log"

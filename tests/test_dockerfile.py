@@ -230,3 +230,15 @@ def test_image_install_and_entry_commands(build: list[tuple[str, str]], tmp_path
     assert (tmp_path / "p.yaml").read_text(encoding="utf-8") == (
         REPO / "pipelines" / "signflow_pipeline.yaml"
     ).read_text(encoding="utf-8")
+
+
+def test_landmark_extractor_has_its_own_environment_in_the_image(build: list[tuple[str, str]]) -> None:
+    """mediapipe 0.10.21 (protobuf<5, numpy<2) cannot share /opt/venv with kfp (protobuf 6): a second venv."""
+    runs = " ".join(arg for keyword, arg in build if keyword == "RUN")
+    envs = " ".join(arg for keyword, arg in build if keyword == "ENV")
+    assert "requirements-landmarks.txt" in copy_sources(build)
+    assert not is_ignored("requirements-landmarks.txt", ignore_patterns())
+    assert "/opt/venv-landmarks/bin/pip install -r /tmp/requirements-landmarks.txt" in runs
+    # signflow itself in that venv too: its workers run `python -m signflow.landmarks.worker` there.
+    assert "/opt/venv-landmarks/bin/pip install --no-deps ." in runs
+    assert "SIGNFLOW_LANDMARKS_PYTHON=/opt/venv-landmarks/bin/python" in envs

@@ -48,9 +48,31 @@ def make_model_dir(
     return folder
 
 
-def make_run(folder: Path, metrics: dict, **model_kwargs) -> Path:
+def make_landmark_model_dir(folder: Path, *, seed: int = 0, glosses: tuple[str, ...] = GLOSSES) -> Path:
+    """A random-init ``landmark_lstm`` on the Holistic layout, saved exactly as the train stage saves it."""
+    from signflow.config import LandmarksParams
+    from signflow.landmarks import preprocess_config
+    from signflow.transforms import input_config_for
+
+    torch.manual_seed(seed)
+    features = preprocess_config(LandmarksParams(stored_frames=16, seq_len=8))
+    params = ModelParams.model_validate({"arch": "landmark_lstm", "dropout": 0.0, "landmark": {"hidden": 8, "layers": 1}})
+    model = build_model(params, len(glosses), seq_len=features["seq_len"], num_joints=features["num_joints"],
+                        channels=features["channels"])  # fmt: skip
+    preprocess = {**features, **input_config_for("landmark_lstm").model_dump(mode="json"), "arch": "landmark_lstm"}
+    folder.mkdir(parents=True, exist_ok=True)
+    save_model_file(folder / "model.pt", model, arch="landmark_lstm", model_params=params, num_classes=len(glosses),
+                    label_map=list(glosses), preprocess=preprocess)  # fmt: skip
+    (folder / "preprocess.json").write_text(json.dumps({**preprocess, "label_map": list(glosses)}), encoding="utf-8")
+    return folder
+
+
+def make_run(folder: Path, metrics: dict, make_model=None, **model_kwargs) -> Path:  # noqa: ANN001
     """A run folder as ``package.candidates`` lists it: ``models/`` + ``reports/evaluate/metrics.json``."""
-    make_model_dir(folder / "models", **model_kwargs)
+    if make_model is not None:
+        make_model(folder / "models")
+    else:
+        make_model_dir(folder / "models", **model_kwargs)
     report = folder / "reports" / "evaluate" / "metrics.json"
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(json.dumps(metrics), encoding="utf-8")

@@ -156,8 +156,11 @@ def preprocess_config(params: LandmarksParams) -> dict[str, Any]:
 class _Worker:
     def __init__(self, python: Path, config: dict[str, Any], log_dir: Path, number: int):
         env = dict(os.environ)
-        # The isolated venv does not have signflow installed: make this checkout importable.
-        env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        # The isolated venv does not have signflow installed: make this checkout importable. Only a
+        # source checkout: were signflow imported from site-packages, that folder on PYTHONPATH would
+        # shadow the isolated venv's numpy/protobuf (the image installs signflow in both venvs instead).
+        if (PACKAGE_ROOT / "pyproject.toml").is_file():
+            env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         env.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ INFO/WARNING chatter
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         # One worker a core: MediaPipe/XNNPACK threads would only fight the other workers.
