@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import subprocess
 import sys
 import time
@@ -76,7 +75,7 @@ def run_stage(name: str, args: list[str], cwd: Path) -> float:
     """One stage CLI, exactly as dvc.yaml calls it; its output is shown, a failure stops the run."""
     start = time.perf_counter()
     print(f"smoke: {name} ...", flush=True)
-    result = subprocess.run([sys.executable, "-m", f"stages.{name}", *args], cwd=cwd, env=os.environ.copy())
+    result = subprocess.run([sys.executable, "-m", f"stages.{name}", *args], cwd=cwd)
     if result.returncode != 0:
         raise SystemExit(f"smoke: stage {name} failed (exit {result.returncode})")
     return time.perf_counter() - start

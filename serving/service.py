@@ -154,10 +154,10 @@ class SignflowModel:
     def __init__(self) -> None:
         from signflow.inference import Predictor
 
+        import torch
+
         enable_logging()
         if SERVE.model_threads is not None:
-            import torch
-
             torch.set_num_threads(SERVE.model_threads)
         self.device = pick_device(SERVE.device)
         path = Path(self.bento_model.path)
@@ -165,8 +165,6 @@ class SignflowModel:
         folder = read_model_folder(path)
         # Test-time clips exactly as evaluate used them, so served logits equal evaluated ones.
         self.clips = int(folder["params"].get("evaluate", {}).get("clips", 1))
-        import torch
-
         log.info("model %s loaded on %s (clips=%d, torch threads=%d)", CONFIG.model_tag, self.device, self.clips,
                  torch.get_num_threads())
 
@@ -430,9 +428,7 @@ class Signflow:
         except video_io.VideoError as error:
             reason = "too_many_frames" if error.reason == "too_large" else error.reason
             raise Rejected(reason, error.detail) from None
-        duration = count / info.fps if info.fps else info.duration_s
-        return stored, {"frames": int(count), "fps": round(info.fps, 3), "duration_s": round(duration, 3),
-                        "width": info.width, "height": info.height, "codec": info.codec}
+        return stored, _input_info(info, count)
 
     def _video_landmarks(self, path: Path) -> tuple[np.ndarray, dict[str, Any]]:
         """Probe (limits first), then MediaPipe Holistic + the evaluate-time normalisation."""
@@ -449,9 +445,7 @@ class Signflow:
         except LandmarkEnvError as error:  # the server's set-up, not the client's input
             log.error("landmark extraction unavailable: %s", error)
             raise Rejected("landmarks_unavailable", "the landmark extractor is not installed on this server") from None
-        duration = found["frames"] / info.fps if info.fps else info.duration_s
-        return stored, {"frames": found["frames"], "fps": round(info.fps, 3), "duration_s": round(duration, 3),
-                        "width": info.width, "height": info.height, "codec": info.codec, "detected": found["detected"]}
+        return stored, {**_input_info(info, found["frames"]), "detected": found["detected"]}
 
     def _points_to_input(self, points: Any, mask: Any, width: int | None, height: int | None) -> np.ndarray:
         from signflow.landmarks.online import LandmarkInputError
@@ -514,7 +508,7 @@ class Signflow:
 
     def _as_batch(self, stored: np.ndarray) -> np.ndarray:
         if self.landmarks is not None:
-            return stored[None].astype(np.float32)
+            return stored[None]  # float32 (1, stored_frames, J, C) from stored_input
         expected = self.preprocess.stored_shape
         if stored.shape != expected or stored.dtype != np.uint8:
             raise RuntimeError(f"preprocess produced {stored.shape} {stored.dtype}, the model expects {expected} uint8")
@@ -555,6 +549,13 @@ Signflow.add_asgi_middleware(
     max_body_bytes=int(SERVE.max_upload_mb * 1024**2),
     api_key=_api_key(),
 )
+
+
+def _input_info(info: Any, frames: int) -> dict[str, Any]:
+    """The ``input`` part of a video answer: what was decoded (probe info + frames actually read)."""
+    duration = frames / info.fps if info.fps else info.duration_s
+    return {"frames": int(frames), "fps": round(info.fps, 3), "duration_s": round(duration, 3),
+            "width": info.width, "height": info.height, "codec": info.codec}
 
 
 def _ms(**seconds: float) -> dict[str, float]:

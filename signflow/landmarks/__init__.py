@@ -127,13 +127,14 @@ def layout_name(params: LandmarksParams) -> str:
     return "holistic_face" if params.face else "holistic"
 
 
-def preprocess_config(params: LandmarksParams) -> dict[str, Any]:
+def preprocess_config(params: LandmarksParams, layout_override: str | None = None) -> dict[str, Any]:
     """What a consumer of these features (training, serving) must reproduce.
 
     ``num_joints`` and ``channels`` are the *model input's* ``J`` and ``C`` (x, y, z
     and the mask channel: 4), what ``build_model(num_joints=..., channels=...)`` takes.
+    ``layout_override``: features not made by Holistic here (e.g. MediaPipe Hands files).
     """
-    layout = get_layout(layout_name(params))
+    layout = get_layout(layout_override or layout_name(params))
     return {
         "kind": KIND,
         "input": "TJC",
@@ -242,18 +243,19 @@ class WorkerPool:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _spawn(self) -> _Worker:
+    def _start(self) -> _Worker:
+        """A new worker process, not yet waited for (its model loads in the background)."""
         self._started += 1
-        worker = _Worker(self.python, self.config, self._log_dir, self._started)
+        return _Worker(self.python, self.config, self._log_dir, self._started)
+
+    def _spawn(self) -> _Worker:
+        worker = self._start()
         worker.wait_ready(_READY_TIMEOUT_S)
         return worker
 
     def _ensure(self, count: int) -> None:
         # Start all first, then wait: the model loads overlap instead of queueing.
-        fresh = []
-        while len(self._workers) + len(fresh) < count:
-            self._started += 1
-            fresh.append(_Worker(self.python, self.config, self._log_dir, self._started))
+        fresh = [self._start() for _ in range(count - len(self._workers))]
         for worker in fresh:
             worker.wait_ready(_READY_TIMEOUT_S)
             self._workers.append(worker)

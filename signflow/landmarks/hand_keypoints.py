@@ -96,12 +96,7 @@ def convert(
         "mask": ((stored, LAYOUT.num_joints), "bool"),
         "score": ((stored, LAYOUT.num_joints), "float16"),
     }
-    config = {
-        **preprocess_config(params),
-        "layout": LAYOUT.name,
-        "landmark_layout": LAYOUT.name,
-        "num_joints": LAYOUT.num_joints,
-    }
+    config = preprocess_config(params, layout_override=LAYOUT.name)
     config["extractor"] = {"source": "mediapipe-hands keypoint files", "path": source.name}
     per_split: Counter = Counter()
     hand_frames = Counter()

@@ -80,10 +80,7 @@ class LandmarkPreprocessor:
             if seen.shape != array.shape[:2]:
                 raise LandmarkInputError("bad_shape", f"mask must be (T, J) = {array.shape[:2]}, got {seen.shape}")
             seen = seen.astype(bool)
-        aspect = float(width) / float(height) if width and height else 1.0
-        return stored_input(
-            array, seen, self.layout, stored_frames=self.stored_frames, aspect=aspect, max_gap=self.max_gap
-        )
+        return self._model_input(array, seen, width, height)
 
     def from_video(self, path: str | os.PathLike[str], *, max_frames: int | None = None) -> tuple[np.ndarray, dict]:
         """Landmarks of one video (MediaPipe worker, kept between calls) -> ``(model input, info)``.
@@ -99,12 +96,15 @@ class LandmarkPreprocessor:
                 "extracted from videos here: send landmarks to /predict_landmarks",
             )
         clip = self._worker_pool().extract(path, max_frames=max_frames)
-        aspect = clip.width / clip.height if clip.width and clip.height else 1.0
-        stored = stored_input(
-            clip.points, clip.mask, self.layout, stored_frames=self.stored_frames, aspect=aspect, max_gap=self.max_gap
-        )
+        stored = self._model_input(clip.points, clip.mask, clip.width, clip.height)
         info = {"frames": int(len(clip.points)), "width": clip.width, "height": clip.height, "detected": clip.detected}
         return stored, info
+
+    def _model_input(self, points: np.ndarray, mask: np.ndarray, width: int | None, height: int | None) -> np.ndarray:
+        aspect = float(width) / float(height) if width and height else 1.0
+        return stored_input(
+            points, mask, self.layout, stored_frames=self.stored_frames, aspect=aspect, max_gap=self.max_gap
+        )
 
     def _worker_pool(self) -> WorkerPool:
         from signflow.config import LandmarksParams
