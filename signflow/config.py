@@ -69,6 +69,14 @@ class LocalSourceParams(StrictModel):
     path: str | None = Field(None, description="folder or .zip/.tar(.gz) archive")
     layout: Literal["auto", "gloss_folders", "wlasl", "lsa64"] = "auto"
     index: str | None = Field(None, description="WLASL index for the 'wlasl' layout")
+    pretrimmed: bool = Field(
+        False,
+        description=(
+            "'wlasl' layout: the files are the WLASL authors' pre-processed clips (already trimmed to the "
+            "sign and resized/letterboxed), so the index's frame ranges and bboxes, which refer to the "
+            "original videos, are dropped on import (kept as original_frame_start/_end/_bbox)"
+        ),
+    )
     max_archive_bytes: int = Field(64 * 1024**3, ge=1, description="uncompressed size limit")
 
 

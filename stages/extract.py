@@ -30,6 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crop", required=True, help="crop output folder (plans.jsonl)")
     parser.add_argument("--out", required=True, help="output folder for the per-split shards")
     parser.add_argument("--report", required=True, help="metrics json: counts, frames, bytes")
+    parser.add_argument(
+        "--landmark-cache",
+        default="data/.landmark-cache",
+        help="folder of MediaPipe results kept across runs (representation: landmarks), reused by content; "
+        "'' = none",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs, CI)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -49,7 +55,14 @@ def main(argv: list[str] | None = None) -> int:
         from signflow import landmarks
 
         try:
-            summary = landmarks.extract_all(plans_path, args.raw, args.out, params, progress=not args.no_progress)
+            summary = landmarks.extract_all(
+                plans_path,
+                args.raw,
+                args.out,
+                params,
+                progress=not args.no_progress,
+                cache_dir=args.landmark_cache or None,
+            )
         except landmarks.LandmarkEnvError as error:  # no .venv-landmarks: one line saying how to make it
             print(f"extract: error: {error}", file=sys.stderr)
             return 2

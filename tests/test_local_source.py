@@ -84,6 +84,23 @@ def test_wlasl_layout_with_index(clip: bytes, tmp_path: Path) -> None:
     assert {r.video_id: r.status for r in read_status_csv(out / "status.csv")} == {"05237": "ok", "05238": "missing"}
 
 
+def test_pretrimmed_clips_drop_the_original_frame_range_and_bbox(clip: bytes, tmp_path: Path) -> None:
+    """The WLASL authors' pre-processed clips: the index's range/bbox refer to the original video."""
+    root = tmp_path / "wlasl100"
+    (root / "videos").mkdir(parents=True)
+    (root / "videos" / "05237.mp4").write_bytes(clip)
+    index = [{"gloss": "book", "instances": [
+        {"video_id": "05237", "split": "val", "signer_id": 7, "frame_start": 40, "frame_end": 95,
+         "bbox": [100, 20, 500, 480], "fps": 25}]}]
+    (root / "index.json").write_text(json.dumps(index))
+    _run(root, tmp_path, pretrimmed=True)
+    [[inst]] = [e.instances for e in load_index(tmp_path / "raw" / "index.json")]
+    assert (inst.frame_start, inst.frame_end, inst.bbox, inst.split, inst.signer_id) == (1, -1, None, "val", 7)
+    extra = inst.model_extra or {}
+    assert (extra["original_frame_start"], extra["original_frame_end"], extra["original_bbox"]) == (
+        40, 95, [100, 20, 500, 480])
+
+
 def test_zip_and_tar_archives(clip: bytes, tmp_path: Path) -> None:
     archive = tmp_path / "kaggle.zip"
     with zipfile.ZipFile(archive, "w") as zf:  # one top folder, as downloads usually have

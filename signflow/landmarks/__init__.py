@@ -60,6 +60,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from signflow import atomic
+from signflow.landmarks.cache import LandmarkCache
 from signflow.landmarks.layout import get_layout
 from signflow.sampling import uniform_indices
 from signflow.shards import ShardWriter
@@ -422,12 +423,14 @@ def extract_split(
     python: str | None = None,
     progress: bool = True,
     description: str = "landmarks",
+    cache: LandmarkCache | None = None,
 ) -> SplitResult:
     """Extract every plan's clip into the shard folder ``split_dir`` (written atomically).
 
     ``plans``: crop-plan dicts (``video_id, label, gloss, file`` relative to
     ``raw_dir``, ``start``, ``stop``, ``box``). A clip that fails, or in which
     nothing (no pose, no hand) was ever detected, goes to ``result.skipped``.
+    ``cache``: reuse MediaPipe results of identical inputs (:mod:`signflow.landmarks.cache`).
     """
     from tqdm import tqdm  # main env only; the worker venv never imports this function's callers
 
@@ -441,15 +444,34 @@ def extract_split(
         tmp = Path(tmp_name)
         tasks = [_plan_task(plan, raw_dir, tmp, number) for number, plan in enumerate(plans)]
         answers: dict[str, dict[str, Any]] = {}
-        if tasks:
-            pool = pool or WorkerPool(params, min(params.num_workers, len(tasks)), python=python)
+        cache_keys: dict[str, str] = {}
+        to_run = tasks
+        if cache is not None:
+            to_run = []
+            for task in tasks:
+                try:
+                    key = cache_keys[task["key"]] = cache.key(task)
+                except OSError:  # unreadable file: the worker reports it with a reason
+                    to_run.append(task)
+                    continue
+                hit = cache.get(key)
+                if hit is None:
+                    to_run.append(task)
+                else:
+                    task["out"] = str(hit[0])
+                    answers[task["key"]] = {**hit[1], "key": task["key"]}
+        if to_run:
+            pool = pool or WorkerPool(params, min(params.num_workers, len(to_run)), python=python)
             try:
-                with tqdm(total=len(tasks), desc=description, unit="clip", disable=not progress) as bar:
-                    for answer in pool.run(tasks):
+                with tqdm(total=len(to_run), desc=description, unit="clip", disable=not progress) as bar:
+                    for answer in pool.run(to_run):
                         answers[answer["key"]] = answer
+                        if cache is not None and answer["key"] in cache_keys:
+                            done = next(task for task in to_run if task["key"] == answer["key"])
+                            cache.put(cache_keys[answer["key"]], done["out"], answer)
                         bar.update(1)
             finally:
-                if own_pool:
+                if own_pool and pool is not None:
                     pool.close()
         metadata = {**preprocess_config(params), "coords": "mediapipe"}
         fields = {
@@ -536,6 +558,7 @@ def extract_all(
     *,
     python: str | None = None,
     progress: bool = True,
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """The EXTRACT stage for ``extract.representation: landmarks`` (see the module docstring).
 
@@ -543,9 +566,11 @@ def extract_all(
     as a whole (atomically, like the RGB extract) and returns the summary for
     ``reports/extract.json`` (the same keys as the RGB extract's, plus ``layout``,
     ``frames_per_s`` and ``detection_rate``). Raises :class:`LandmarkEnvError`
-    before any work when ``.venv-landmarks`` is missing.
+    before any work when ``.venv-landmarks`` is missing. ``cache_dir``: a
+    :class:`~signflow.landmarks.cache.LandmarkCache` folder kept across runs.
     """
     landmark_params = params.landmarks
+    cache = LandmarkCache(cache_dir, worker_config(landmark_params)) if cache_dir is not None else None
     plans = read_plans(plans_path)
     unknown = sorted({str(plan["split"]) for plan in plans} - set(SPLITS))
     if unknown:
@@ -570,6 +595,7 @@ def extract_all(
                     pool=pool,
                     progress=progress,
                     description=f"landmarks {split}",
+                    cache=cache,
                 )
                 per_split[split] = result.written
                 frames += result.frames
@@ -596,6 +622,9 @@ def extract_all(
         # Fraction of processed frames in which each part was seen (pose, hands, any_hand, face).
         "detection_rate": {part: round(count / max(frames, 1), 4) for part, count in sorted(detected.items())},
     }
+    if cache is not None:  # seconds/frames_per_s then cover only the clips MediaPipe actually ran on
+        summary["cache"] = {"reused": cache.hits, "extracted": cache.misses}
+        log.info("landmark cache %s: %d reused, %d extracted", cache.folder, cache.hits, cache.misses)
     log.info("landmarks: %s", summary)
     return summary
 

@@ -229,9 +229,26 @@ def _import_wlasl(root: Path, params: LocalSourceParams, importer: _Importer) ->
     by_stem: dict[str, Path] = {p.stem: p for p in _videos_in(root / "videos")}
     result = []
     for entry in entries:
-        instances = [importer.add(entry.gloss, inst, by_stem.get(inst.video_id)) for inst in entry.instances]
+        originals = entry.instances
+        if params.pretrimmed:
+            originals = [_as_pretrimmed(inst) for inst in originals]
+        instances = [importer.add(entry.gloss, inst, by_stem.get(inst.video_id)) for inst in originals]
         result.append(entry.model_copy(update={"instances": instances}))
     return result
+
+
+def _as_pretrimmed(inst: Instance) -> Instance:
+    """The whole file is the sign: drop the original video's frame range and bbox (kept for the record)."""
+    return inst.model_copy(
+        update={
+            "frame_start": 1,
+            "frame_end": -1,
+            "bbox": None,
+            "original_frame_start": inst.frame_start,
+            "original_frame_end": inst.frame_end,
+            "original_bbox": inst.bbox,
+        }
+    )
 
 
 def _import_lsa64(root: Path, importer: _Importer) -> list[GlossEntry]:
