@@ -246,6 +246,9 @@ class Signflow:
         fields = {k: v for k, v in folder["preprocess"].items() if k in PreprocessConfig.model_fields}
         self.preprocess = None if self.landmarks else PreprocessConfig.model_validate(fields)
         self.drift = self._drift_monitor(folder)
+        # Chosen on val by the evaluate stage (signflow.calibration); None = always answer.
+        threshold = folder["metrics"].get("abstain_threshold")
+        self.abstain_threshold: float | None = float(threshold) if threshold is not None else None
         m = metrics()
         labels = stored.info.labels  # written by signflow.packaging.save_to_store
         m.model_info.labels(
@@ -537,7 +540,16 @@ class Signflow:
             score = self.drift.update(probs[None])
             if score is not None:
                 drift_gauge().set(score)
-        result: dict[str, Any] = {"model_tag": self.tag, "top_k": top, "low_confidence": low}
+        recognised = self.abstain_threshold is None or confidence >= self.abstain_threshold
+        result: dict[str, Any] = {
+            "model_tag": self.tag,
+            # The answer: the top gloss, or null = "not recognised" (below the val-calibrated threshold).
+            "gloss": top[0]["gloss"] if recognised else None,
+            "recognised": recognised,
+            "abstain_threshold": self.abstain_threshold,
+            "top_k": top,
+            "low_confidence": low,
+        }
         if return_logits:
             result["logits"] = [float(x) for x in logits]
         return result

@@ -236,6 +236,13 @@ class EvaluateParams(StrictModel):
     top_k: list[Annotated[int, Field(ge=1)]] = Field([1, 5, 10], min_length=1)
     batch_size: int = Field(32, ge=1, le=4096)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    abstain_precision: float | None = Field(
+        0.9,
+        gt=0.0,
+        le=1.0,
+        description="choose on val the confidence above which answers reach this precision; below it the "
+        "service says 'not recognised' (null = always answer)",
+    )
 
     @model_validator(mode="after")
     def _unique_splits(self) -> EvaluateParams:

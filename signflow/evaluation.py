@@ -42,6 +42,7 @@ CONFUSION_CSV = "confusion.csv"
 CONFUSION_PNG = "confusion.png"
 PER_CLASS_CSV = "per_class.csv"
 PREDICTIONS_CSV = "predictions.csv"
+PER_SIGNER_CSV = "per_signer.csv"
 REFERENCE_FILE = "prediction_reference.json"
 # Above this many classes the confusion PNG drops its tick labels (they would overlap).
 MAX_LABELLED_CLASSES = 40
@@ -269,6 +270,62 @@ def write_reports(
     )
     write_prediction_reference(out_dir / REFERENCE_FILE, chosen.logits, len(class_names))
     return flat
+
+
+def read_signers(manifest: str | os.PathLike[str]) -> tuple[dict[str, str], set[str]]:
+    """``(signer by video_id, signers of the train split)`` from the split stage's manifest.csv."""
+    path = Path(manifest)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: split manifest not found (run the split stage first)")
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    if rows and not {"video_id", "signer", "split"} <= set(rows[0]):
+        raise ValueError(f"{path}: expected columns video_id, signer, split; got {sorted(rows[0])}")
+    signer_of = {row["video_id"]: row["signer"] for row in rows if row.get("signer")}
+    return signer_of, {row["signer"] for row in rows if row["split"] == "train" and row.get("signer")}
+
+
+def honesty_metrics(
+    predictions: Mapping[str, SplitPredictions],
+    out_dir: str | os.PathLike[str],
+    *,
+    abstain_precision: float | None,
+    manifest: str | os.PathLike[str] | None = None,
+) -> dict[str, float]:
+    """The abstain threshold (fitted on val only) with coverage per split, and per-signer accuracy.
+
+    Writes ``per_signer.csv`` (every evaluated split) when ``manifest`` is given; returns flat
+    metrics: ``abstain_threshold``, ``<split>_coverage``, ``<split>_accepted_top1``,
+    ``<split>_per_signer_top1_mean/min/max``, ``<split>_unseen_signer_top1``...
+    """
+    from signflow import calibration
+
+    metrics: dict[str, float] = {}
+    if abstain_precision is not None:
+        if "val" not in predictions:
+            log.warning("evaluate.abstain_precision is set but val is not evaluated: no abstain threshold")
+        else:
+            val = predictions["val"]
+            threshold = calibration.abstain_threshold(val.logits, val.labels, abstain_precision)
+            metrics["abstain_threshold"] = threshold
+            for split, result in predictions.items():
+                kept = calibration.coverage(result.logits, result.labels, threshold)
+                metrics[f"{split}_coverage"] = kept["coverage"]
+                metrics[f"{split}_accepted_top1"] = kept["accepted_top1"]
+    if manifest is not None:
+        signer_of, train_signers = read_signers(manifest)
+        rows_out = []
+        for split, result in predictions.items():
+            rows, summary = calibration.per_signer(
+                result.video_ids, result.logits, result.labels, signer_of, train_signers
+            )
+            rows_out += [[split, r["signer"], r["clips"], _fmt(r["top1"]), int(bool(r["seen_in_train"]))] for r in rows]
+            metrics.update({f"{split}_{key}": value for key, value in summary.items()})
+        atomic.write_text(
+            Path(out_dir) / PER_SIGNER_CSV,
+            _csv_text(["split", "signer", "clips", "top1", "seen_in_train"], rows_out),
+        )
+    return metrics
 
 
 def write_prediction_reference(path: str | os.PathLike[str], logits: np.ndarray, num_classes: int) -> bool:

@@ -32,6 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--features", required=True, help="extract output folder (per-split shards)")
     parser.add_argument("--model", required=True, help="train output folder (model.pt) or a model file")
     parser.add_argument("--out", required=True, help="report folder")
+    parser.add_argument(
+        "--split-manifest",
+        default=None,
+        help="split stage's manifest.csv (video_id, signer, split): adds per-signer accuracy",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs, CI)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -67,16 +72,22 @@ def main(argv: list[str] | None = None) -> int:
         if not predictions:
             raise ValueError(f"{args.features}: none of the splits {params.splits} has any clip")
         # The first split listed in evaluate.splits gets the confusion plot and drift reference.
-        flat = evaluation.write_reports(
-            args.out, predictions, predictor.label_map, top_k=params.top_k, primary=next(iter(predictions))
+        honest = evaluation.honesty_metrics(
+            predictions, args.out, abstain_precision=params.abstain_precision, manifest=args.split_manifest
         )
+        flat = evaluation.write_reports(
+            args.out, predictions, predictor.label_map, top_k=params.top_k, primary=next(iter(predictions)),
+            extra_metrics=honest,
+        )  # fmt: skip
     except (ParamsError, FileNotFoundError, ValueError) as error:
         print(f"evaluate: error: {error}", file=sys.stderr)
         return 2
 
-    names = ("top1", "top5", "per_class_top1", "macro_f1")
+    names = ("top1", "top5", "per_class_top1", "macro_f1", "coverage", "accepted_top1")
     summary_keys = [f"{split}_{name}" for split in predictions for name in names]
     shown = ", ".join(f"{key}={flat[key]:.3f}" for key in summary_keys if key in flat)
+    if "abstain_threshold" in flat:
+        shown += f", abstain_threshold={flat['abstain_threshold']:.3f}"
     print(f"evaluate ({predictor.arch}, clips={params.clips}): {shown}")
     return 0
 

@@ -37,7 +37,13 @@ function render(result, roundTripMs) {
   $("latency").textContent =
     `Latency ${roundTripMs.toFixed(0)} ms round trip; server ${Number(t.total).toFixed(0)} ms ` +
     `(decode ${Number(t.decode).toFixed(0)}, preprocess ${Number(t.preprocess).toFixed(0)}, model ${Number(t.model).toFixed(0)}).`;
-  setStatus(result.low_confidence ? "Low confidence: try a clearer clip." : "Done.");
+  const threshold = result.abstain_threshold == null ? "" :
+    ` (answers below ${(result.abstain_threshold * 100).toFixed(0)}% confidence are withheld)`;
+  if (result.recognised === false) {
+    setStatus(`Not recognised${threshold}: best guesses below.`);
+  } else {
+    setStatus(`Recognised: ${result.gloss}${threshold}.` + (result.low_confidence ? " Low confidence: try a clearer clip." : ""));
+  }
 }
 
 async function recognise(blob, filename) {

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -288,6 +289,7 @@ def _train(
     # ---- train
     logger = LiveLogger(paths.live, state.history) if (ctx.is_main and paths.live is not None) else None
     wrapped = wrap_model(trainable, ctx)
+    fit_started = time.perf_counter()
     state = fit(
         wrapped, train_loader, val_loader, criterion=criterion, optimizer=optimizer, schedule=schedule,
         scaler=scaler, cfg=cfg, ctx=ctx, checkpoints=checkpoints, logger=logger, state=state,
@@ -302,6 +304,8 @@ def _train(
         "monitor": cfg.monitor if val_loader is not None else "train_loss",
         "stopped_early": state.stopped_early,
         "feature_cache": use_cache,
+        # Wall time of this process's epochs (a resumed run counts only what it ran): benchmark tables.
+        "train_seconds": round(time.perf_counter() - fit_started, 1),
     }
     if state.history:
         best_row = next((r for r in state.history if int(r["epoch"]) == state.best_epoch), state.history[-1])
