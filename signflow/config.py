@@ -169,13 +169,23 @@ class LandmarkModelParams(StrictModel):
     pooling: Literal["last", "mean", "attention"] = "attention"
     gcn_channels: int = Field(64, ge=4, le=1024)
     gcn_blocks: int = Field(4, ge=1, le=16)
-    streams: list[Literal["joint", "bone"]] = ["joint", "bone"]
+    streams: list[Literal["joint", "bone", "joint_motion", "bone_motion", "hand_shape"]] = Field(
+        ["joint", "bone"],
+        description="input views: coordinates, bones, their frame-to-frame motion, wrist-relative hand shape; "
+        "landmark_gcn: one network each, logits averaged; landmark_lstm: concatenated per frame",
+    )
 
 
 class ModelParams(StrictModel):
     arch: Arch = "cnn_lstm"
     pretrained: bool = Field(False, description="load ImageNet/Kinetics weights (offline cache or weights_path)")
     weights_path: str | None = Field(None, description="explicit backbone weights file")
+    weights_url: str | None = Field(
+        None, pattern=r"^(https?|file)://", description="weights stage: download from here (default torchvision's URL)"
+    )
+    weights_sha256: str | None = Field(
+        None, pattern=r"^[0-9a-fA-F]{8,64}$", description="expected SHA-256 (prefix); default: the one in the file name"
+    )
     dropout: float = Field(0.3, ge=0.0, lt=1.0)
     cnn_lstm: CnnLstmParams = CnnLstmParams()
     landmark: LandmarkModelParams = LandmarkModelParams()

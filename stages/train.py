@@ -2,7 +2,8 @@
 
 Inputs:  ``--features data/features`` (extract output: ``train/``, ``val/`` shard
          folders + ``preprocess.json``, which gives ``seq_len`` and the frame size),
-         ``--labels data/split/label_map.json``.
+         ``--labels data/split/label_map.json``, ``--weights data/weights`` (the weights
+         stage's pretrained file, used when ``model.pretrained`` is true).
 Outputs: ``--out models``: ``model.pt`` (weights + arch + params + label map +
          preprocessing, ``torch.load(weights_only=True)``), ``preprocess.json``,
          ``checkpoints/{last,best}.pt`` (resume after a kill; kept across
@@ -44,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--live", default=None, help="dvclive folder (metrics + plots)")
     parser.add_argument("--checkpoints", default=None, help="default: <out>/checkpoints")
     parser.add_argument("--feature-cache", default=None, help="default: <out>/feature_cache")
+    parser.add_argument("--weights", default=None, help="weights stage output (model.pretrained: true)")
     parser.add_argument("--resume", default="auto", help="auto | never | path to a last.pt")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bars (CI logs)")
     args = parser.parse_args(argv)
@@ -62,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         params = load_params(args.params)
         paths = TrainPaths(
             features=args.features, label_map=args.labels, out=args.out, live=args.live,
-            checkpoints=args.checkpoints, feature_cache=args.feature_cache,
+            checkpoints=args.checkpoints, feature_cache=args.feature_cache, weights=args.weights,
         )  # fmt: skip
         result = train(params.model, params.train, paths, resume=args.resume, progress=not args.no_progress)
     except (ParamsError, DataError, CheckpointError, FileNotFoundError) as error:

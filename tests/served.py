@@ -100,17 +100,25 @@ def bentoml_serve(
     }
     params = write_params(folder, serve, monitoring)
     reference = tiny_drift_reference(folder, 4) if drift else None
-    tag = package_tiny_model(folder, params, env, reference, make_model)
-    env.update({"SIGNFLOW_PARAMS": str(params), "SIGNFLOW_PACKAGE_RECORD": str(folder / "package.json")})
+    package_tiny_model(folder, params, env, reference, make_model)
+    with serve_packaged(folder, env, params, folder / "package.json") as running:
+        yield running
+
+
+@contextlib.contextmanager
+def serve_packaged(folder: Path, env: dict[str, str], params: Path, record: Path) -> Iterator[Served]:
+    """``bentoml serve`` the model a package stage recorded in ``record`` (store: ``env['BENTOML_HOME']``)."""
+    tag = json.loads(record.read_text())["model_tag"]
+    env = {**env, "SIGNFLOW_PARAMS": str(params), "SIGNFLOW_PACKAGE_RECORD": str(record)}
     port = free_port()
     log = folder / "serve.log"
     url = f"http://127.0.0.1:{port}"
     cmd = [str(BENTOML), "serve", "serving.service:Signflow", "--host", "127.0.0.1", "--port", str(port)]
     with process_group(cmd, cwd=REPO_ROOT, env=env, log=log) as process:
-        wait_until(lambda: requests.get(f"{url}/readyz", timeout=2).status_code == 200, 120, "bentoml serve ready",
+        wait_until(lambda: requests.get(f"{url}/readyz", timeout=2).status_code == 200, 180, "bentoml serve ready",
                    process=process, log=log)  # fmt: skip
         name, version = tag.split(":")
-        yield Served(url, tag, folder / "bentoml" / "models" / name / version, env, log,
+        yield Served(url, tag, Path(env["BENTOML_HOME"]) / "models" / name / version, env, log,
                      yaml.safe_load(params.read_text()))
 
 

@@ -49,11 +49,25 @@ def test_lstm_pooling_variants(pooling: str, bidirectional: bool) -> None:
     assert model(torch.randn(2, 10, 42, 4)).shape == (2, 4)
 
 
-@pytest.mark.parametrize("streams", [["joint"], ["bone"], ["joint", "bone"]])
+@pytest.mark.parametrize(
+    "streams", [["joint"], ["bone"], ["joint", "bone"], ["joint", "bone", "joint_motion", "bone_motion"]]
+)
 def test_gcn_streams(streams: list[str]) -> None:
     model = build_landmark_model(small_params("landmark_gcn", streams=streams), 3, num_joints=75, channels=4, seq_len=8)
     assert list(model.nets) == streams
     assert model.eval()(torch.randn(2, 8, 75, 4)).shape == (2, 3)
+
+
+def test_motion_stream_is_the_next_frame_minus_this_one_where_both_are_seen() -> None:
+    model = build_landmark_model(small_params("landmark_gcn"), 3, num_joints=42, channels=4, seq_len=4)
+    x = torch.zeros(1, 4, 42, 4)
+    x[..., :3] = torch.randn(1, 4, 42, 3)
+    x[..., 3] = 1.0
+    x[0, 2, 7, 3] = 0.0  # joint 7 missing in frame 2
+    motion = model.motion(x)
+    torch.testing.assert_close(motion[0, 0, :, :3], x[0, 1, :, :3] - x[0, 0, :, :3])
+    assert (motion[0, -1, :, :3] == 0).all()  # the last frame has no successor
+    assert motion[0, 1, 7, 3] == 0 and motion[0, 2, 7, 3] == 0 and (motion[0, 1, 7, :3] == 0).all()
 
 
 def test_bone_stream_is_joint_minus_parent_and_masks_missing_ends() -> None:
@@ -131,3 +145,24 @@ def test_models_learn_a_motion_direction(arch: str) -> None:
     with torch.no_grad():
         accuracy = (model(x).argmax(1) == labels).float().mean().item()
     assert accuracy == 1.0, f"{arch} reached only {accuracy:.2f} on a separable task (final loss {loss.item():.3f})"
+
+
+def test_hand_shape_stream_is_wrist_relative_in_palm_units() -> None:
+    from signflow.models.landmark import StreamInputs
+
+    layout = get_layout("holistic")
+    inputs = StreamInputs(layout)
+    x = torch.zeros(1, 2, 75, 4)
+    x[..., :3] = torch.randn(1, 2, 75, 3)
+    x[..., 3] = 1.0
+    start = layout.parts["right_hand"][0]
+    x[0, :, start + 9, :2] = x[0, :, start, :2] + torch.tensor([0.0, 0.05])  # palm length 0.05
+    shape = inputs.hand_shape(x)
+    torch.testing.assert_close(shape[0, :, start + 9, :2], torch.tensor([[0.0, 1.0], [0.0, 1.0]]))
+    torch.testing.assert_close(shape[0, :, start + 4, :3], (x[0, :, start + 4, :3] - x[0, :, start, :3]) / 0.05)
+    assert (shape[0, :, :33] == 0).all()  # pose joints are not part of any hand
+    lstm = build_landmark_model(
+        small_params("landmark_lstm", streams=["joint", "hand_shape", "joint_motion"]), 3, num_joints=75, channels=4,
+        seq_len=2,
+    )
+    assert lstm.eval()(x).shape == (1, 3)

@@ -93,8 +93,17 @@ def test_pretrimmed_clips_drop_the_original_frame_range_and_bbox(clip: bytes, tm
         {"video_id": "05237", "split": "val", "signer_id": 7, "frame_start": 40, "frame_end": 95,
          "bbox": [100, 20, 500, 480], "fps": 25}]}]
     (root / "index.json").write_text(json.dumps(index))
-    _run(root, tmp_path, pretrimmed=True)
-    [[inst]] = [e.instances for e in load_index(tmp_path / "raw" / "index.json")]
+    (root / "videos" / "99999.mp4").write_bytes(clip)  # not in the index
+    (root / "videos" / "05238.mp4").write_bytes(b"corrupt clip")
+    index[0]["instances"].append({"video_id": "05238", "split": "test"})
+    index[0]["instances"].append({"video_id": "05239", "split": "test"})  # missing from the folder
+    (root / "index.json").write_text(json.dumps(index))
+    summary, _ = _run(root, tmp_path, pretrimmed=True)
+    statuses = {r.video_id: (r.status, r.reason) for r in read_status_csv(tmp_path / "raw" / "status.csv")}
+    assert statuses["99999"] == ("skipped", "not in the index (no gloss or split for it)")
+    assert statuses["05238"][0] == "corrupt" and statuses["05239"][0] == "missing" and statuses["05237"][0] == "ok"
+    assert summary["ok"] == 1  # the run went on past every bad entry
+    [[inst, *_]] = [e.instances for e in load_index(tmp_path / "raw" / "index.json")]
     assert (inst.frame_start, inst.frame_end, inst.bbox, inst.split, inst.signer_id) == (1, -1, None, "val", 7)
     extra = inst.model_extra or {}
     assert (extra["original_frame_start"], extra["original_frame_end"], extra["original_bbox"]) == (

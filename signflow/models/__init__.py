@@ -125,9 +125,11 @@ def build_model(
     frame_size: int | None = None,
     num_joints: int | None = None,
     channels: int | None = None,
+    weights_dir: str | os.PathLike[str] | None = None,
 ) -> nn.Module:
     """Build (and, with ``model.pretrained``, load weights into) the network ``params.arch`` names.
 
+    ``weights_dir``: the ``weights`` stage's output, searched for the pretrained file first.
     The returned module carries ``signflow_input`` (the shapes it was built for),
     so :func:`save_model_file` can record them for serving without extra arguments.
     """
@@ -149,8 +151,9 @@ def build_model(
                 features_holder = nn.Module()
                 features_holder.features = model.backbone.blocks
                 load_pretrained(
-                    features_holder, params.cnn_lstm.backbone, params.weights_path, ignore_prefixes=("classifier.",)
-                )
+                    features_holder, params.cnn_lstm.backbone, params.weights_path, ignore_prefixes=("classifier.",),
+                    weights_dir=weights_dir,
+                )  # fmt: skip
         else:
             from signflow.models.video3d import Video3D
 
@@ -158,7 +161,9 @@ def build_model(
             if params.pretrained:
                 from signflow.models.weights import load_pretrained
 
-                load_pretrained(model.backbone, arch, params.weights_path, ignore_prefixes=("fc.",))
+                load_pretrained(
+                    model.backbone, arch, params.weights_path, ignore_prefixes=("fc.",), weights_dir=weights_dir
+                )
     model.signflow_input = {
         "arch": arch,
         "seq_len": seq_len,

@@ -5,7 +5,8 @@ yields it: normalised coordinates plus a last mask channel (1 = seen). ``J``
 picks the skeleton (:func:`signflow.landmarks.layout.layout_for_joints`:
 75 holistic, 93 holistic + face, 42 hands only).
 
-- ``landmark_lstm``: per-frame linear embedding of all joints, then stacked
+- ``landmark_lstm``: per-frame linear embedding of all joints of every stream in
+  ``model.landmark.streams`` (early fusion, :class:`StreamInputs`), then stacked
   (Bi)LSTM layers, each followed by layer norm and dropout (residual between
   layers of equal width), then last / mean / attention pooling over time.
 - ``landmark_gcn``: a spatial-temporal graph convolution network in the spirit of
@@ -13,9 +14,10 @@ picks the skeleton (:func:`signflow.landmarks.layout.layout_for_joints`:
   (three adjacency subsets: self, towards the body centre, away from it, plus a
   learned offset that can add edges the skeleton lacks, e.g. hand to hand as in
   2s-AGCN) and then frames with a temporal convolution. ``model.landmark.streams``
-  chooses the *joint* stream (coordinates) and/or the *bone* stream (each joint
-  minus its parent on the skeleton tree, SL-GCN's bone modality); each stream has
-  its own network and their logits are averaged (late fusion).
+  chooses among the *joint* stream (coordinates), the *bone* stream (each joint
+  minus its parent on the skeleton tree) and their *motion* (frame-to-frame
+  differences): SL-GCN's four modalities. Each stream has its own network and
+  their logits are averaged (late fusion).
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ import torch
 from torch import nn
 
 from signflow.config import LandmarkModelParams, ModelParams
-from signflow.landmarks.layout import Layout, get_layout, layout_for_joints
+from signflow.landmarks.layout import HAND_MIDDLE_MCP, HAND_WRIST, Layout, get_layout, layout_for_joints
 
 TEMPORAL_KERNEL = 9
+STREAMS = ("joint", "bone", "joint_motion", "bone_motion", "hand_shape")
 
 
 def build_landmark_model(
@@ -49,15 +52,70 @@ def build_landmark_model(
     skeleton = get_layout(layout) if layout else layout_for_joints(num_joints)
     if skeleton.num_joints != num_joints:
         raise ValueError(f"layout {skeleton.name!r} has {skeleton.num_joints} joints, input has {num_joints}")
+    if not params.landmark.streams:
+        raise ValueError(f"model.landmark.streams must name at least one of {', '.join(STREAMS)}")
     if params.arch == "landmark_lstm":
-        return LandmarkLSTM(
-            params.landmark, num_classes, num_joints=num_joints, channels=channels, dropout=params.dropout
-        )
+        return LandmarkLSTM(params.landmark, num_classes, skeleton, channels=channels, dropout=params.dropout)
     if params.arch == "landmark_gcn":
-        if not params.landmark.streams:
-            raise ValueError("model.landmark.streams must name at least one of joint, bone")
         return LandmarkGCN(params.landmark, num_classes, skeleton, channels=channels, dropout=params.dropout)
     raise ValueError(f"model.arch={params.arch!r} is not a landmark model (landmark_lstm | landmark_gcn)")
+
+
+# --------------------------------------------------------------------------- input streams
+
+
+class StreamInputs(nn.Module):
+    """The ``model.landmark.streams`` views of one ``(B, T, J, C)`` input (coords + mask channel).
+
+    - ``joint``: the input; ``bone``: each joint minus its skeleton parent;
+    - ``joint_motion`` / ``bone_motion``: frame-to-frame differences of those (SL-GCN's four);
+    - ``hand_shape``: each hand's joints relative to its own wrist, in units of that frame's
+      palm length (wrist to middle knuckle). Body normalisation leaves a hand a few hundredths
+      wide; this view gives the handshape at full scale whatever the arm does. Other joints are 0.
+
+    Every stream keeps the ``(B, T, J, C)`` shape, the last channel saying where it is defined,
+    so the same networks take any of them. Computed inside the model: training, evaluation
+    and serving see the same thing by construction.
+    """
+
+    def __init__(self, layout: Layout):
+        super().__init__()
+        self.register_buffer("parents", torch.as_tensor(layout.parents(), dtype=torch.long))
+        self.hands = [layout.parts[name] for name in ("left_hand", "right_hand") if layout.has(name)]
+
+    def bones(self, x: torch.Tensor) -> torch.Tensor:
+        parent = x[:, :, self.parents]
+        seen = x[..., -1:] * parent[..., -1:]
+        return torch.cat([(x[..., :-1] - parent[..., :-1]) * seen, seen], dim=-1)
+
+    @staticmethod
+    def motion(x: torch.Tensor) -> torch.Tensor:
+        following = torch.cat([x[:, 1:], x[:, -1:]], dim=1)
+        seen = x[..., -1:] * following[..., -1:]
+        return torch.cat([(following[..., :-1] - x[..., :-1]) * seen, seen], dim=-1)
+
+    def hand_shape(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros_like(x)
+        for start, stop in self.hands:
+            hand = x[:, :, start:stop]
+            wrist = hand[:, :, HAND_WRIST : HAND_WRIST + 1, :-1]
+            palm = (hand[:, :, HAND_MIDDLE_MCP, :2] - hand[:, :, HAND_WRIST, :2]).norm(dim=-1)
+            seen = hand[..., -1:] * (palm > 1e-4)[..., None, None].to(x.dtype)
+            scale = palm.clamp(min=1e-4)[..., None, None]
+            out[:, :, start:stop] = torch.cat([(hand[..., :-1] - wrist) / scale * seen, seen], dim=-1)
+        return out
+
+    def forward(self, x: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
+        views: dict[str, torch.Tensor] = {"joint": x}
+        if "bone" in names or "bone_motion" in names:
+            views["bone"] = self.bones(x)
+        if "joint_motion" in names:
+            views["joint_motion"] = self.motion(x)
+        if "bone_motion" in names:
+            views["bone_motion"] = self.motion(views["bone"])
+        if "hand_shape" in names:
+            views["hand_shape"] = self.hand_shape(x)
+        return views
 
 
 # --------------------------------------------------------------------------- LSTM
@@ -86,14 +144,21 @@ class TemporalPool(nn.Module):
 
 
 class LandmarkLSTM(nn.Module):
+    """Per-frame embedding of the chosen streams, concatenated (early fusion), then (Bi)LSTM layers."""
+
     def __init__(
-        self, params: LandmarkModelParams, num_classes: int, *, num_joints: int, channels: int, dropout: float
+        self, params: LandmarkModelParams, num_classes: int, layout: Layout, *, channels: int, dropout: float
     ):
         super().__init__()
         hidden = params.hidden
         width = hidden * (2 if params.bidirectional else 1)
+        self.streams = list(dict.fromkeys(params.streams))
+        self.inputs = StreamInputs(layout)
         self.embed = nn.Sequential(
-            nn.Linear(num_joints * channels, hidden), nn.LayerNorm(hidden), nn.GELU(), nn.Dropout(dropout)
+            nn.Linear(len(self.streams) * layout.num_joints * channels, hidden),
+            nn.LayerNorm(hidden),
+            nn.GELU(),
+            nn.Dropout(dropout),
         )
         self.layers = nn.ModuleList()
         self.norms = nn.ModuleList()
@@ -108,7 +173,9 @@ class LandmarkLSTM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, steps = x.shape[:2]
-        sequence = self.embed(x.reshape(batch, steps, -1))
+        views = self.inputs(x, self.streams)
+        frames = torch.cat([views[name].reshape(batch, steps, -1) for name in self.streams], dim=-1)
+        sequence = self.embed(frames)
         for lstm, norm in zip(self.layers, self.norms):
             out, _ = lstm(sequence)
             out = self.dropout(norm(out))
@@ -226,7 +293,7 @@ class LandmarkGCN(nn.Module):
         super().__init__()
         self.layout_name = layout.name
         self.streams = list(dict.fromkeys(params.streams))
-        self.register_buffer("parents", torch.as_tensor(layout.parents(), dtype=torch.long))
+        self.inputs = StreamInputs(layout)
         subsets = torch.as_tensor(adjacency_subsets(layout))
         self.nets = nn.ModuleDict(
             {
@@ -237,12 +304,13 @@ class LandmarkGCN(nn.Module):
 
     def bones(self, x: torch.Tensor) -> torch.Tensor:
         """Joint minus parent for the coordinates; the mask channel becomes "both ends seen"."""
-        parent = x[:, :, self.parents]
-        coords = x[..., :-1] - parent[..., :-1]
-        seen = x[..., -1:] * parent[..., -1:]
-        return torch.cat([coords * seen, seen], dim=-1)
+        return self.inputs.bones(x)
+
+    def motion(self, x: torch.Tensor) -> torch.Tensor:
+        """Frame-to-frame difference (last frame repeats); seen only where both frames saw the joint."""
+        return self.inputs.motion(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        inputs = {"joint": x, "bone": self.bones(x) if "bone" in self.streams else None}
+        inputs = self.inputs(x, self.streams)
         logits = [self.nets[stream](inputs[stream]) for stream in self.streams]
         return torch.stack(logits).mean(dim=0)

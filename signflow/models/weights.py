@@ -1,17 +1,24 @@
-"""Pretrained weights, offline only: torchvision's weight enums resolved to local files.
+"""Pretrained weights: fetched once by the ``weights`` stage, never during training.
 
-signflow never downloads weights (training machines are often offline, and a
-silent download at build time would make runs depend on the network). A weight
-enum such as ``R3D_18_Weights.KINETICS400_V1`` only names the file: it is looked
-up in the torch hub cache (``$TORCH_HOME/hub/checkpoints/<file>``, the place
-``torch.hub`` itself would have saved it) or taken from ``model.weights_path``.
-When neither exists the error says exactly where to put the file.
+Training never downloads (machines are often offline, and a silent download at
+build time would make runs depend on the network). With ``model.pretrained: true``
+the ``weights`` stage (:func:`fetch_weights`) puts the file into ``data/weights/``,
+a DVC-tracked, cached output that train declares as a dependency: downloaded from
+torchvision's URL (or ``model.weights_url``, e.g. a mirror) with its SHA-256
+checked against the prefix torchvision puts in its file names (or
+``model.weights_sha256``), or copied from ``model.weights_path`` / the torch hub
+cache when already on disk. Offline, with no local copy, the error says where to
+put the file. Train then resolves the file in that folder (``weights_dir``), then
+``model.weights_path``, then ``$TORCH_HOME/hub/checkpoints/<file>``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import re
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlparse
@@ -31,6 +38,9 @@ PRETRAINED: dict[str, WeightsEnum] = {
 }
 
 
+RECORD_NAME = "weights.json"  # what the weights stage fetched (or that none was requested)
+
+
 class WeightsNotFoundError(FileNotFoundError):
     """Pretrained weights requested but not on disk (signflow does not download)."""
 
@@ -41,14 +51,100 @@ def cache_path(weights: WeightsEnum) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / file_name
 
 
-def resolve_weights_file(backbone: str, weights_path: str | os.PathLike[str] | None = None) -> Path:
-    """The local file holding ``backbone``'s pretrained weights, or a clear error saying where to put it."""
+def weights_for(backbone: str) -> WeightsEnum:
     if backbone not in PRETRAINED:
         raise ValueError(
             f"no pretrained weights for backbone {backbone!r} "
             f"(available: {', '.join(sorted(PRETRAINED))}); set model.pretrained: false"
         )
-    weights = PRETRAINED[backbone]
+    return PRETRAINED[backbone]
+
+
+def file_name(url: str) -> str:
+    return os.path.basename(urlparse(url).path)
+
+
+def expected_sha256(url: str, sha256: str | None = None) -> str:
+    """The full digest given, or the hex prefix torchvision/torch hub put in file names (``name-<hex>.pth``)."""
+    if sha256:
+        return sha256.lower()
+    match = re.search(r"-([0-9a-f]{8,64})\.", file_name(url))
+    if match is None:
+        raise ValueError(f"{url}: no checksum in the file name; set model.weights_sha256 for this URL")
+    return match.group(1)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fetch_weights(
+    backbone: str,
+    out_dir: str | os.PathLike[str],
+    *,
+    url: str | None = None,
+    sha256: str | None = None,
+    weights_path: str | os.PathLike[str] | None = None,
+) -> dict[str, str]:
+    """Put ``backbone``'s pretrained file into ``out_dir`` (checksum verified); return its record.
+
+    Source: ``weights_path`` or the torch hub cache when the file is there, else a download of
+    ``url`` (default torchvision's). Raises :class:`WeightsNotFoundError` (offline, with where
+    to put the file) or ``ValueError`` (checksum mismatch: the file is not kept).
+    """
+    weights = weights_for(backbone)
+    url = url or weights.url
+    expected = expected_sha256(url, sha256)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / file_name(url)
+    local = Path(weights_path).expanduser() if weights_path else cache_path(weights)
+    tmp = target.with_name(f".{target.name}.part")
+    try:
+        if local.is_file():
+            shutil.copyfile(local, tmp)
+            source = str(local)
+        else:
+            try:
+                torch.hub.download_url_to_file(url, str(tmp), progress=False)
+            except OSError as error:  # URLError, HTTPError, timeouts: all "cannot reach it"
+                raise WeightsNotFoundError(
+                    f"cannot download {backbone} weights from {url} ({error}); offline, put the file at "
+                    f"{local} or set model.weights_path (or model.pretrained: false)"
+                ) from None
+            source = url
+        digest = _sha256(tmp)
+        if not digest.startswith(expected):
+            raise ValueError(
+                f"{source}: SHA-256 {digest[:16]}... does not match the expected {expected[:16]}...: "
+                "not the published weights file (corrupt or tampered download); nothing was kept"
+            )
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return {"backbone": backbone, "weights": str(weights), "url": url, "source": source, "file": target.name,
+            "sha256": digest}  # fmt: skip
+
+
+def resolve_weights_file(
+    backbone: str,
+    weights_path: str | os.PathLike[str] | None = None,
+    weights_dir: str | os.PathLike[str] | None = None,
+) -> Path:
+    """The local file holding ``backbone``'s pretrained weights, or a clear error saying where to put it."""
+    weights = weights_for(backbone)
+    if weights_dir is not None:
+        record = Path(weights_dir) / RECORD_NAME
+        if record.is_file():
+            import json
+
+            entry = json.loads(record.read_text(encoding="utf-8"))
+            if entry.get("backbone") == backbone and entry.get("file"):
+                return Path(weights_dir) / entry["file"]
     if weights_path is not None:
         path = Path(weights_path).expanduser()
         if not path.is_file():
@@ -59,7 +155,7 @@ def resolve_weights_file(backbone: str, weights_path: str | os.PathLike[str] | N
         raise WeightsNotFoundError(
             f"pretrained weights for {backbone} ({weights}) are not available offline: "
             f"put the file from {weights.url} at {path} "
-            f"(or set model.weights_path, or model.pretrained: false); signflow never downloads weights"
+            f"(or set model.weights_path, or model.pretrained: false); the weights stage downloads it when online"
         )
     return path
 
@@ -83,6 +179,7 @@ def load_pretrained(
     weights_path: str | os.PathLike[str] | None = None,
     *,
     ignore_prefixes: tuple[str, ...] = (),
+    weights_dir: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Load ``backbone``'s pretrained weights into the torchvision ``module`` in place.
 
@@ -90,7 +187,7 @@ def load_pretrained(
     Kinetics' 400 classes) may be present or absent; every other key must match,
     so a file for the wrong network fails loudly instead of half-loading.
     """
-    path = resolve_weights_file(backbone, weights_path)
+    path = resolve_weights_file(backbone, weights_path, weights_dir)
     state = read_state_dict(path)
     state = {k: v for k, v in state.items() if not k.startswith(ignore_prefixes)}
     expected = {k for k in module.state_dict() if not k.startswith(ignore_prefixes)}

@@ -227,6 +227,10 @@ def _import_wlasl(root: Path, params: LocalSourceParams, importer: _Importer) ->
         raise SourceError(f"{root}: the wlasl layout needs an index (data.local.index or index.json)")
     entries = load_index(index_path)
     by_stem: dict[str, Path] = {p.stem: p for p in _videos_in(root / "videos")}
+    indexed = {inst.video_id for entry in entries for inst in entry.instances}
+    for stem in sorted(set(by_stem) - indexed):  # a file the index does not name: no gloss, no split
+        reason = "not in the index (no gloss or split for it)"
+        importer.rows.append(VideoStatus(stem, "", "skipped", reason, 0, importer.url_for(by_stem[stem])))
     result = []
     for entry in entries:
         originals = entry.instances

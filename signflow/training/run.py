@@ -54,6 +54,7 @@ class TrainPaths:
     live: Path | None = None
     checkpoints: Path | None = None  # default <out>/checkpoints
     feature_cache: Path | None = None  # default <out>/feature_cache
+    weights: Path | None = None  # the weights stage's folder (model.pretrained)
 
     def __post_init__(self) -> None:
         self.features, self.label_map, self.out = Path(self.features), Path(self.label_map), Path(self.out)
@@ -202,7 +203,7 @@ def _train(
     # Landmark features record the model input's joints/channels in preprocess.json (video: absent, None).
     model = build_model(
         model_params, num_classes, seq_len=seq_len, frame_size=frame_size,
-        num_joints=preprocess.get("num_joints"), channels=preprocess.get("channels"),
+        num_joints=preprocess.get("num_joints"), channels=preprocess.get("channels"), weights_dir=paths.weights,
     ).to(ctx.device)  # fmt: skip
 
     # ---- data

@@ -1,0 +1,62 @@
+"""Stage ``weights``: the pretrained backbone file as a tracked, cached DVC input.
+
+Inputs:  nothing but params; with ``model.pretrained: true`` the network (torchvision's URL, or
+         ``model.weights_url``) or a local copy (``model.weights_path``, the torch hub cache).
+Outputs: ``--out data/weights``: ``weights.json`` (what was fetched, from where, its SHA-256; or
+         ``{"pretrained": false}``) and the weights file itself, which train reads (``--weights``).
+Params:  ``model`` (``pretrained``, ``arch``, ``cnn_lstm.backbone``, ``weights_url``,
+         ``weights_sha256``, ``weights_path``).
+
+Run once: DVC caches the output, so later runs (and ``dvc exp run``s) never download again, and
+the checksum is part of the lock file. Offline without a local copy: a one-line error saying
+where to put the file; with ``pretrained: false`` (the default) the stage writes only the record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from signflow import atomic
+from signflow.config import ParamsError, load_params
+
+
+def backbone_of(model) -> str | None:  # noqa: ANN001 (ModelParams)
+    """The network whose pretrained weights apply, or None (landmark models, small_cnn)."""
+    if model.arch == "cnn_lstm":
+        return model.cnn_lstm.backbone if model.cnn_lstm.backbone != "small_cnn" else None
+    if model.arch in ("r3d_18", "r2plus1d_18"):
+        return model.arch
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m stages.weights", description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml", help="params file (reads 'model')")
+    parser.add_argument("--out", required=True, help="output folder (data/weights)")
+    args = parser.parse_args(argv)
+    from signflow.models.weights import RECORD_NAME, WeightsNotFoundError, fetch_weights
+
+    try:
+        model = load_params(args.params).model
+        backbone = backbone_of(model) if model.pretrained else None
+        if model.pretrained and backbone is None:
+            raise ValueError(f"model.pretrained is true but {model.arch} has no pretrained weights; set it to false")
+        with atomic.atomic_path(args.out, is_dir=True) as tmp:
+            if backbone is None:
+                record = {"pretrained": False}
+            else:
+                record = {"pretrained": True, **fetch_weights(
+                    backbone, tmp, url=model.weights_url, sha256=model.weights_sha256, weights_path=model.weights_path
+                )}  # fmt: skip
+            atomic.write_json(Path(tmp) / RECORD_NAME, record)
+    except (ParamsError, WeightsNotFoundError, ValueError) as error:
+        print(f"weights: error: {error}", file=sys.stderr)
+        return 2
+    print(f"weights: {record.get('file', 'none (model.pretrained: false)')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
