@@ -284,7 +284,8 @@ def test_runtime_builds_argv_from_artifacts(tmp_path: Path) -> None:
             self.path = str(path)
 
     wiring = next(s for s in stages_from_dvc(load_dvc(REPO / "dvc.yaml")) if s.name == "evaluate").to_json_dict()
-    values = {"features": Art(tmp_path / "f"), "model": Art(tmp_path / "m"), "evaluate": Art(tmp_path / "o" / "e")}
+    values = {"features": Art(tmp_path / "f"), "model": Art(tmp_path / "m"), "split": Art(tmp_path / "s"),
+              "evaluate": Art(tmp_path / "o" / "e")}
     argv = build_argv(wiring, values, tmp_path / "params.yaml")
     assert argv[:2] == ["--params", str(tmp_path / "params.yaml")]
     assert argv[argv.index("--model") + 1] == str(tmp_path / "m")

@@ -80,7 +80,8 @@ class StreamInputs(nn.Module):
 
     def __init__(self, layout: Layout):
         super().__init__()
-        self.register_buffer("parents", torch.as_tensor(layout.parents(), dtype=torch.long))
+        # Derived from the layout, so not saved: model files stay loadable if the skeleton code changes.
+        self.register_buffer("parents", torch.as_tensor(layout.parents(), dtype=torch.long), persistent=False)
         self.hands = [layout.parts[name] for name in ("left_hand", "right_hand") if layout.has(name)]
 
     def bones(self, x: torch.Tensor) -> torch.Tensor:
@@ -294,6 +295,10 @@ class LandmarkGCN(nn.Module):
         self.layout_name = layout.name
         self.streams = list(dict.fromkeys(params.streams))
         self.inputs = StreamInputs(layout)
+        # Model files written before StreamInputs kept the bone parents as a saved buffer.
+        self._register_load_state_dict_pre_hook(
+            lambda state, prefix, *_: state.pop(f"{prefix}parents", None)
+        )
         subsets = torch.as_tensor(adjacency_subsets(layout))
         self.nets = nn.ModuleDict(
             {
