@@ -174,6 +174,9 @@ class LandmarkModelParams(StrictModel):
         description="input views: coordinates, bones, their frame-to-frame motion, wrist-relative hand shape; "
         "landmark_gcn: one network each, logits averaged; landmark_lstm: concatenated per frame",
     )
+    lower_body: bool = Field(
+        True, description="false: ignore the pose's hips, legs and feet (often off-screen and guessed in signing clips)"
+    )
 
 
 class ModelParams(StrictModel):

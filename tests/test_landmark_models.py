@@ -166,3 +166,15 @@ def test_hand_shape_stream_is_wrist_relative_in_palm_units() -> None:
         seq_len=2,
     )
     assert lstm.eval()(x).shape == (1, 3)
+
+
+def test_lower_body_off_masks_hips_and_legs_in_every_view() -> None:
+    from signflow.models.landmark import StreamInputs
+
+    inputs = StreamInputs(get_layout("holistic"), lower_body=False)
+    x = torch.randn(1, 3, 75, 4)
+    x[..., 3] = 1.0
+    views = inputs(x, ["joint", "bone", "joint_motion"])
+    for view in views.values():
+        assert (view[:, :, 23:33] == 0).all() and (view[:, :, :23, 3] != 0).any()
+    torch.testing.assert_close(views["joint"][:, :, 33:], x[:, :, 33:])

@@ -31,6 +31,7 @@ from signflow.landmarks.layout import HAND_MIDDLE_MCP, HAND_WRIST, Layout, get_l
 
 TEMPORAL_KERNEL = 9
 STREAMS = ("joint", "bone", "joint_motion", "bone_motion", "hand_shape")
+FIRST_LOWER_BODY_JOINT = 23  # MediaPipe pose: 23-24 hips, 25-32 knees, ankles, heels, feet
 
 
 def build_landmark_model(
@@ -69,6 +70,7 @@ class StreamInputs(nn.Module):
 
     - ``joint``: the input; ``bone``: each joint minus its skeleton parent;
     - ``joint_motion`` / ``bone_motion``: frame-to-frame differences of those (SL-GCN's four);
+    - with ``lower_body: false`` the pose's hips and legs are zeroed (mask 0) in every view;
     - ``hand_shape``: each hand's joints relative to its own wrist, in units of that frame's
       palm length (wrist to middle knuckle). Body normalisation leaves a hand a few hundredths
       wide; this view gives the handshape at full scale whatever the arm does. Other joints are 0.
@@ -78,8 +80,12 @@ class StreamInputs(nn.Module):
     and serving see the same thing by construction.
     """
 
-    def __init__(self, layout: Layout):
+    def __init__(self, layout: Layout, *, lower_body: bool = True):
         super().__init__()
+        keep = torch.ones(layout.num_joints)
+        if not lower_body and layout.has("pose"):
+            keep[layout.parts["pose"][0] + FIRST_LOWER_BODY_JOINT : layout.parts["pose"][1]] = 0.0
+        self.register_buffer("keep", keep[:, None], persistent=False)  # (J, 1): 0 = joint ignored
         # Derived from the layout, so not saved: model files stay loadable if the skeleton code changes.
         self.register_buffer("parents", torch.as_tensor(layout.parents(), dtype=torch.long), persistent=False)
         self.hands = [layout.parts[name] for name in ("left_hand", "right_hand") if layout.has(name)]
@@ -107,6 +113,7 @@ class StreamInputs(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
+        x = x * self.keep  # an ignored joint looks missing: zero coordinates, mask 0
         views: dict[str, torch.Tensor] = {"joint": x}
         if "bone" in names or "bone_motion" in names:
             views["bone"] = self.bones(x)
@@ -154,7 +161,7 @@ class LandmarkLSTM(nn.Module):
         hidden = params.hidden
         width = hidden * (2 if params.bidirectional else 1)
         self.streams = list(dict.fromkeys(params.streams))
-        self.inputs = StreamInputs(layout)
+        self.inputs = StreamInputs(layout, lower_body=params.lower_body)
         self.embed = nn.Sequential(
             nn.Linear(len(self.streams) * layout.num_joints * channels, hidden),
             nn.LayerNorm(hidden),
@@ -294,7 +301,7 @@ class LandmarkGCN(nn.Module):
         super().__init__()
         self.layout_name = layout.name
         self.streams = list(dict.fromkeys(params.streams))
-        self.inputs = StreamInputs(layout)
+        self.inputs = StreamInputs(layout, lower_body=params.lower_body)
         # Model files written before StreamInputs kept the bone parents as a saved buffer.
         self._register_load_state_dict_pre_hook(
             lambda state, prefix, *_: state.pop(f"{prefix}parents", None)
