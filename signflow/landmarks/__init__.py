@@ -467,8 +467,7 @@ def extract_split(
                     for answer in pool.run(to_run):
                         answers[answer["key"]] = answer
                         if cache is not None and answer["key"] in cache_keys:
-                            done = next(task for task in to_run if task["key"] == answer["key"])
-                            cache.put(cache_keys[answer["key"]], done["out"], answer)
+                            cache.put(cache_keys[answer["key"]], tmp / f"{answer['key']}.npz", answer)
                         bar.update(1)
             finally:
                 if own_pool and pool is not None:
