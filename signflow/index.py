@@ -155,6 +155,78 @@ def parse_index(raw: Any, source: str = "index", *, allow_empty_glosses: bool = 
     return entries
 
 
+class IndexProblem(BaseModel):
+    """An index entry that was left out, and why (one row of the download's status report)."""
+
+    video_id: str = ""
+    gloss: str = ""
+    reason: str
+
+
+def parse_index_skipping(raw: Any, source: str = "index") -> tuple[list[GlossEntry], list[IndexProblem]]:
+    """Like :func:`parse_index`, but one bad row does not refuse the whole index.
+
+    A malformed instance (including an id unsafe as a file name: still refused, never
+    imported), a duplicate video id, a repeated gloss, or a gloss left with no usable
+    instance is skipped and returned as an :class:`IndexProblem`; the rest is kept. Raises
+    :class:`IndexFormatError` only when the file is not a list or nothing usable remains.
+    """
+    if not isinstance(raw, list):
+        raise IndexFormatError(f"{source}: expected a JSON list of gloss entries, got {type(raw).__name__}")
+    entries: list[GlossEntry] = []
+    problems: list[IndexProblem] = []
+    seen_ids: dict[str, str] = {}
+    seen_glosses: set[str] = set()
+    for position, item in enumerate(raw):
+        gloss = item.get("gloss") if isinstance(item, dict) else None
+        where = f"entry {position}" + (f" (gloss {gloss!r})" if isinstance(gloss, str) else "")
+        try:
+            entry = GlossEntry.model_validate({**item, "instances": []} if isinstance(item, dict) else item)
+        except ValidationError as error:
+            problems.append(IndexProblem(gloss=str(gloss or ""), reason=f"{where}: {_first_error(error)}"))
+            continue
+        if entry.gloss in seen_glosses:
+            problems.append(IndexProblem(gloss=entry.gloss, reason=f"{where}: gloss appears twice"))
+            continue
+        raw_instances = item.get("instances")
+        if not isinstance(raw_instances, list):
+            problems.append(IndexProblem(gloss=entry.gloss, reason=f"{where}: 'instances' is not a list"))
+            continue
+        instances = []
+        for number, raw_instance in enumerate(raw_instances):
+            video_id = raw_instance.get("video_id") if isinstance(raw_instance, dict) else None
+            video_id = video_id if isinstance(video_id, str) else ""
+            try:
+                instance = Instance.model_validate(raw_instance)
+            except ValidationError as error:
+                reason = f"{where}: instance {number}: {_first_error(error)}"
+                problems.append(IndexProblem(video_id=video_id, gloss=entry.gloss, reason=reason))
+                continue
+            if instance.video_id in seen_ids:
+                reason = f"{where}: duplicate video_id (also in gloss {seen_ids[instance.video_id]!r})"
+                problems.append(IndexProblem(video_id=instance.video_id, gloss=entry.gloss, reason=reason))
+                continue
+            seen_ids[instance.video_id] = entry.gloss
+            instances.append(instance)
+        seen_glosses.add(entry.gloss)
+        if not instances:
+            problems.append(IndexProblem(gloss=entry.gloss, reason=f"{where}: no usable instances"))
+            continue
+        entries.append(entry.model_copy(update={"instances": instances}))
+    if not entries:
+        first = f" (first problem: {problems[0].reason})" if problems else ""
+        raise IndexFormatError(f"{source}: the index has no usable gloss entries{first}")
+    for problem in problems:
+        log.warning("%s: skipped %s", source, problem.reason)
+    return entries, problems
+
+
+def _first_error(error: ValidationError) -> str:
+    first = error.errors()[0]
+    loc = ".".join(str(part) for part in first["loc"]) or "(entry)"
+    return f"malformed at {loc}: {first['msg'].removeprefix('Value error, ')}"
+
+
 def _read_text(path_or_url: str | os.PathLike[str], timeout_s: float) -> str:
     text_path = os.fspath(path_or_url)
     if re.match(r"^https?://", text_path):
@@ -181,6 +253,18 @@ def load_index(path_or_url: str | os.PathLike[str], *, timeout_s: float = 60.0) 
     except json.JSONDecodeError as error:
         raise IndexFormatError(f"{os.fspath(path_or_url)}: not valid JSON ({error})") from None
     return parse_index(raw, os.fspath(path_or_url))
+
+
+def load_index_skipping(
+    path_or_url: str | os.PathLike[str], *, timeout_s: float = 60.0
+) -> tuple[list[GlossEntry], list[IndexProblem]]:
+    """:func:`load_index` for imports: bad rows are skipped and returned (:func:`parse_index_skipping`)."""
+    text = _read_text(path_or_url, timeout_s)
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise IndexFormatError(f"{os.fspath(path_or_url)}: not valid JSON ({error})") from None
+    return parse_index_skipping(raw, os.fspath(path_or_url))
 
 
 def load_nslt(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:

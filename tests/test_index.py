@@ -114,3 +114,28 @@ def test_unreadable_files(tmp_path: Path) -> None:
     (tmp_path / "nslt.json").write_text(json.dumps({"1": {"subset": "dev", "action": [0, 1, 2]}}))
     with pytest.raises(IndexFormatError, match="needs 'subset'"):
         load_nslt(tmp_path / "nslt.json")
+
+
+def test_imports_skip_and_report_bad_rows_and_keep_the_rest() -> None:
+    from signflow.index import parse_index_skipping
+
+    raw = [
+        {"gloss": "book", "instances": [
+            {"video_id": "1"}, {"video_id": "2", "frame_start": 0}, {"video_id": "../../etc/passwd"},
+            {"url": "no id"}]},
+        {"gloss": "empty", "instances": []},
+        {"gloss": "drink", "instances": [{"video_id": "1"}, {"video_id": "3", "split": "val"}]},
+        {"gloss": "book", "instances": [{"video_id": "4"}]},
+        "not an entry",
+    ]  # fmt: skip
+    entries, problems = parse_index_skipping(raw, "idx.json")
+    assert [(e.gloss, [i.video_id for i in e.instances]) for e in entries] == [("book", ["1"]), ("drink", ["3"])]
+    reasons = [(p.video_id, p.gloss, p.reason) for p in problems]
+    assert reasons[0][:2] == ("2", "book") and "frame_start" in reasons[0][2]
+    assert reasons[1][0] == "../../etc/passwd" and "path separator" in reasons[1][2]  # still refused
+    assert "video_id" in reasons[2][2]
+    assert reasons[3][1:] == ("empty", "entry 1 (gloss 'empty'): no usable instances")
+    assert reasons[4][0] == "1" and "duplicate video_id (also in gloss 'book')" in reasons[4][2]
+    assert "gloss appears twice" in reasons[5][2] and "entry 4" in reasons[6][2]
+    with pytest.raises(IndexFormatError, match="no usable gloss entries .first problem: entry 0"):
+        parse_index_skipping([{"gloss": "a", "instances": [{"video_id": "a/b"}]}], "idx.json")

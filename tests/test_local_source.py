@@ -208,3 +208,17 @@ def test_bad_local_inputs(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(SourceError, match="neither a folder nor"):
         _run(tmp_path / "notes.txt", tmp_path)
+
+
+def test_one_bad_index_row_is_reported_and_the_rest_imported(clip: bytes, tmp_path: Path) -> None:
+    root = tmp_path / "copy"
+    (root / "videos").mkdir(parents=True)
+    (root / "videos" / "00001.mp4").write_bytes(clip)
+    index = [{"gloss": "book", "instances": [{"video_id": "00001"}, {"video_id": "00002", "bbox": [1, 2]}]},
+             {"gloss": "nothing", "instances": []}]  # fmt: skip
+    (root / "index.json").write_text(json.dumps(index))
+    summary, out = _run(root, tmp_path)
+    assert summary["ok"] == 1
+    rows = {(r.video_id, r.gloss): (r.status, r.reason) for r in read_status_csv(out / "status.csv")}
+    assert rows[("00002", "book")][0] == "skipped" and "bbox must be" in rows[("00002", "book")][1]
+    assert rows[("", "nothing")] == ("skipped", "index: entry 1 (gloss 'nothing'): no usable instances")

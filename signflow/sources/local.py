@@ -31,7 +31,7 @@ from pathlib import Path, PurePosixPath
 
 from signflow import video
 from signflow.config import LocalSourceParams
-from signflow.index import GlossEntry, Instance, check_video_id, load_index
+from signflow.index import GlossEntry, Instance, check_video_id, load_index_skipping
 from signflow.sources import SourceError, VideoStatus
 
 log = logging.getLogger(__name__)
@@ -225,7 +225,8 @@ def _import_wlasl(root: Path, params: LocalSourceParams, importer: _Importer) ->
     index_path = _find_index(root, params)
     if index_path is None:
         raise SourceError(f"{root}: the wlasl layout needs an index (data.local.index or index.json)")
-    entries = load_index(index_path)
+    entries, problems = load_index_skipping(index_path)
+    importer.rows += [VideoStatus(p.video_id, p.gloss, "skipped", f"index: {p.reason}", 0, "") for p in problems]
     by_stem: dict[str, Path] = {p.stem: p for p in _videos_in(root / "videos")}
     indexed = {inst.video_id for entry in entries for inst in entry.instances}
     for stem in sorted(set(by_stem) - indexed):  # a file the index does not name: no gloss, no split

@@ -50,7 +50,7 @@ from signflow.index import (
     GlossEntry,
     Instance,
     cap_videos,
-    load_index,
+    load_index_skipping,
     load_nslt,
     select_first_glosses,
     select_nslt,
@@ -487,7 +487,8 @@ def download(
     """
     out_dir = Path(out_dir)
     cache = Path(cache_dir) if cache_dir is not None else out_dir.parent / ".download-cache"
-    entries = select(params, load_index(params.index, timeout_s=params.timeout_s))
+    entries, problems = load_index_skipping(params.index, timeout_s=params.timeout_s)
+    entries = select(params, entries)
     downloader = _Downloader(params, cache)
     jobs = [(g, i, inst) for g, entry in enumerate(entries) for i, inst in enumerate(entry.instances)]
     results: dict[tuple[int, int], _Result] = {}
@@ -496,7 +497,7 @@ def download(
         for future in tqdm(as_completed(futures), total=len(futures), desc="wlasl", unit="video", disable=None):
             results[futures[future]] = future.result()
 
-    rows: list[VideoStatus] = []
+    rows = [VideoStatus(p.video_id, p.gloss, "skipped", f"index: {p.reason}", 0, "") for p in problems]
     new_entries: list[GlossEntry] = []
     for g, entry in enumerate(entries):
         instances: list[Instance] = []
