@@ -194,7 +194,7 @@ def test_train_step_runs_torchrun_with_one_worker_per_gpu(
         tmp_path / "ddp.yaml",
         params_path=project / "params.yaml",
         dvc_path=project / "dvc.yaml",
-        stage_names=["download", "split", "crop", "extract", "train"],
+        stage_names=["download", "split", "crop", "extract", "weights", "train"],
         overrides=["kubeflow.resources.train.gpus=2"],
     )
     run = _run_locally(package, project, tmp_path / "kfp-ddp")
