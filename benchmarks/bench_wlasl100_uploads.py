@@ -55,14 +55,14 @@ def served_top1(url: str, path: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", required=True, help="a running signflow server")
-    parser.add_argument("--clips", type=int, default=258, help="first N test clips (by video id)")
+    parser.add_argument("--clips", type=int, default=258, help="N test clips, evenly spaced over the sorted ids")
     parser.add_argument("--data", type=Path, default=CLIPS)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     with open(args.data / "manifest.csv", newline="", encoding="utf-8") as handle:
-        test = sorted(
-            ((row["video_id"], row["gloss"]) for row in csv.DictReader(handle) if row["split"] == "test")
-        )[: args.clips]
+        every = sorted((row["video_id"], row["gloss"]) for row in csv.DictReader(handle) if row["split"] == "test")
+    # Ids are grouped by gloss: an even spread covers many glosses, not the first few.
+    test = [every[round(i * len(every) / args.clips)] for i in range(min(args.clips, len(every)))]
     answers: dict[str, dict[str, str]] = {name: {} for name in ("original_256", *ENCODINGS)}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
