@@ -104,9 +104,6 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                     "test_unseen_signer_top1", "test_unseen_signer_clips"):  # fmt: skip
             if values(key):
                 row[key] = statistics.mean(values(key))
-        extract = first["extract"]
-        if extract.get("seconds"):
-            row["extract_seconds"] = extract["seconds"]
         table[model] = row
     return table
 
@@ -116,7 +113,8 @@ def markdown(table: dict[str, dict[str, Any]]) -> str:
         "| model | input | seeds | val top-1 | test top-1 | test top-5 | test per-class top-1 | train min (CPU) |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for model, row in sorted(table.items(), key=lambda item: -item[1]["val_top1"]):
+    models = {name: row for name, row in table.items() if not name.startswith("_")}
+    for model, row in sorted(models.items(), key=lambda item: -item[1]["val_top1"]):
         spread = f" ± {100 * row['test_top1_std']:.1f}" if len(row["seeds"]) > 1 else ""
         lines.append(
             f"| {model} ({row['arch']}) | {row['representation']} | {len(row['seeds'])} | "
@@ -133,12 +131,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repo", action="append", type=Path, help="DVC repo(s) holding the experiments")
     parser.add_argument("--prefix", default="wl100-")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument(
+        "--extraction-report", type=Path, action="append", default=[],
+        help="reports/extract.json of a run that extracted every clip (an experiment's own report may "
+        "come from the MediaPipe cache): recorded under '_extraction'",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     runs = [run for repo in args.repo or [Path(".")] for run in experiment_runs(repo, args.prefix)]
     if not runs:
         print(f"wlasl100: no finished '{args.prefix}*' experiment found", file=sys.stderr)
         return 1
-    table = summarise(runs)
+    table: dict[str, Any] = summarise(runs)
+    for report_path in args.extraction_report:
+        report = json.loads(report_path.read_text())
+        table.setdefault("_extraction", {})[report["representation"]] = {
+            key: report.get(key) for key in ("videos", "extracted", "source_frames", "seconds", "frames_per_s",
+                                             "detection_rate")
+        }  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")
     tmp.write_text(json.dumps(table, indent=2) + "\n")
