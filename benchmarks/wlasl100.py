@@ -144,9 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     table: dict[str, Any] = summarise(runs)
     for report_path in args.extraction_report:
         report = json.loads(report_path.read_text())
-        table.setdefault("_extraction", {})[report["representation"]] = {
-            key: report.get(key) for key in ("videos", "extracted", "source_frames", "seconds", "frames_per_s",
-                                             "detection_rate")
+        table.setdefault("_extraction", {})[report.get("representation", "rgb")] = {
+            key: report[key] for key in ("videos", "extracted", "source_frames", "seconds", "frames_per_s",
+                                         "videos_per_s", "detection_rate") if key in report
         }  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")
