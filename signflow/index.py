@@ -245,26 +245,24 @@ def _read_text(path_or_url: str | os.PathLike[str], timeout_s: float) -> str:
     return path.read_text(encoding="utf-8")
 
 
-def load_index(path_or_url: str | os.PathLike[str], *, timeout_s: float = 60.0) -> list[GlossEntry]:
-    """Read and validate an index from a local path or an http(s) URL."""
+def _read_json(path_or_url: str | os.PathLike[str], timeout_s: float) -> Any:
     text = _read_text(path_or_url, timeout_s)
     try:
-        raw = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as error:
         raise IndexFormatError(f"{os.fspath(path_or_url)}: not valid JSON ({error})") from None
-    return parse_index(raw, os.fspath(path_or_url))
+
+
+def load_index(path_or_url: str | os.PathLike[str], *, timeout_s: float = 60.0) -> list[GlossEntry]:
+    """Read and validate an index from a local path or an http(s) URL."""
+    return parse_index(_read_json(path_or_url, timeout_s), os.fspath(path_or_url))
 
 
 def load_index_skipping(
     path_or_url: str | os.PathLike[str], *, timeout_s: float = 60.0
 ) -> tuple[list[GlossEntry], list[IndexProblem]]:
     """:func:`load_index` for imports: bad rows are skipped and returned (:func:`parse_index_skipping`)."""
-    text = _read_text(path_or_url, timeout_s)
-    try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise IndexFormatError(f"{os.fspath(path_or_url)}: not valid JSON ({error})") from None
-    return parse_index_skipping(raw, os.fspath(path_or_url))
+    return parse_index_skipping(_read_json(path_or_url, timeout_s), os.fspath(path_or_url))
 
 
 def load_nslt(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
