@@ -22,6 +22,9 @@ from pathlib import Path
 from typing import Any
 
 OUT = Path(__file__).resolve().parent / "results" / "wlasl100.json"
+# Every run's own DVC metrics and the params sections that define it, so the table can be checked.
+RUNS_OUT = OUT.with_name("wlasl100_runs.json")
+RUN_PARAMS = ("extract", "landmarks", "model", "train", "evaluate")
 PUBLISHED = {  # WLASL100 test, per-instance top-1 / top-5 (%), from the papers (see docs/benchmarks.md)
     "I3D (RGB, ImageNet+Kinetics pretrained)": (65.89, 84.11),
     "Pose-TGCN (pose)": (55.43, 78.68),
@@ -126,11 +129,19 @@ def markdown(table: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repo", action="append", type=Path, help="DVC repo(s) holding the experiments")
     parser.add_argument("--prefix", default="wl100-")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--runs-out", type=Path, default=RUNS_OUT)
     parser.add_argument(
         "--extraction-report", type=Path, action="append", default=[],
         help="reports/extract.json of a run that extracted every clip (an experiment's own report may "
@@ -142,18 +153,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wlasl100: no finished '{args.prefix}*' experiment found", file=sys.stderr)
         return 1
     table: dict[str, Any] = summarise(runs)
+    records = [
+        {"name": run["name"], "rev": run["rev"], "params": {k: run["params"].get(k) for k in RUN_PARAMS},
+         "evaluate": run["metrics"], "train": run["train"]}
+        for run in sorted(runs, key=lambda run: run["name"])
+    ]  # fmt: skip
+    _write_json(args.runs_out, records)
     for report_path in args.extraction_report:
         report = json.loads(report_path.read_text())
         table.setdefault("_extraction", {})[report.get("representation", "rgb")] = {
             key: report[key] for key in ("videos", "extracted", "source_frames", "seconds", "frames_per_s",
                                          "videos_per_s", "detection_rate") if key in report
         }  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(table, indent=2) + "\n")
-    tmp.replace(args.out)
+    _write_json(args.out, table)
     print(markdown(table))
-    print(f"\nwrote {args.out}")
+    print(f"\nwrote {args.out} and {args.runs_out}")
     return 0
 
 

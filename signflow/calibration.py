@@ -18,13 +18,12 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from signflow.evaluation import softmax
+
 
 def top1_confidence(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(predicted class, softmax probability of it)`` per row."""
-    logits = np.asarray(logits, dtype=np.float64)
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    probabilities = np.exp(shifted)
-    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    probabilities = softmax(np.asarray(logits, dtype=np.float64))
     predicted = probabilities.argmax(axis=1)
     return predicted, probabilities[np.arange(len(predicted)), predicted]
 

@@ -22,27 +22,16 @@ from signflow import atomic
 from signflow.config import ParamsError, load_params
 
 
-def backbone_of(model) -> str | None:  # noqa: ANN001 (ModelParams)
-    """The network whose pretrained weights apply, or None (landmark models, small_cnn)."""
-    if model.arch == "cnn_lstm":
-        return model.cnn_lstm.backbone if model.cnn_lstm.backbone != "small_cnn" else None
-    if model.arch in ("r3d_18", "r2plus1d_18"):
-        return model.arch
-    return None
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stages.weights", description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml", help="params file (reads 'model')")
     parser.add_argument("--out", required=True, help="output folder (data/weights)")
     args = parser.parse_args(argv)
-    from signflow.models.weights import RECORD_NAME, WeightsNotFoundError, fetch_weights
+    from signflow.models.weights import RECORD_NAME, WeightsNotFoundError, fetch_weights, pretrained_backbone
 
     try:
         model = load_params(args.params).model
-        backbone = backbone_of(model) if model.pretrained else None
-        if model.pretrained and backbone is None:
-            raise ValueError(f"model.pretrained is true but {model.arch} has no pretrained weights; set it to false")
+        backbone = pretrained_backbone(model) if model.pretrained else None
         with atomic.atomic_path(args.out, is_dir=True) as tmp:
             if backbone is None:
                 record = {"pretrained": False}

@@ -26,19 +26,14 @@ from typing import Any
 
 from signflow import atomic
 
-_CHUNK = 1 << 20
-
 
 def file_digest(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 class LandmarkCache:
-    """``LandmarkCache(folder, config)``: ``get(task)`` -> ``(npz path, answer)`` or None; ``put(task, answer)``."""
+    """``key(task)``; ``get(key)`` -> ``(npz path, answer)`` or None; ``put(key, npz path, answer)``."""
 
     def __init__(self, folder: str | os.PathLike[str], config: dict[str, Any]):
         self.folder = Path(folder)

@@ -145,13 +145,13 @@ def build_model(
 
             model = CnnLstm(params.cnn_lstm, num_classes, dropout=params.dropout)
             if params.pretrained:
-                from signflow.models.weights import load_pretrained
+                from signflow.models.weights import load_pretrained, pretrained_backbone
 
                 # ``blocks`` is torchvision's ``features``; the ImageNet classifier is not used.
                 features_holder = nn.Module()
                 features_holder.features = model.backbone.blocks
                 load_pretrained(
-                    features_holder, params.cnn_lstm.backbone, params.weights_path, ignore_prefixes=("classifier.",),
+                    features_holder, pretrained_backbone(params), params.weights_path, ignore_prefixes=("classifier.",),
                     weights_dir=weights_dir,
                 )  # fmt: skip
         else:
@@ -159,11 +159,12 @@ def build_model(
 
             model = Video3D(arch, num_classes, dropout=params.dropout)
             if params.pretrained:
-                from signflow.models.weights import load_pretrained
+                from signflow.models.weights import load_pretrained, pretrained_backbone
 
                 load_pretrained(
-                    model.backbone, arch, params.weights_path, ignore_prefixes=("fc.",), weights_dir=weights_dir
-                )
+                    model.backbone, pretrained_backbone(params), params.weights_path, ignore_prefixes=("fc.",),
+                    weights_dir=weights_dir,
+                )  # fmt: skip
     model.signflow_input = {
         "arch": arch,
         "seq_len": seq_len,

@@ -15,6 +15,7 @@ put the file. Train then resolves the file in that folder (``weights_dir``), the
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -27,6 +28,8 @@ import torch
 from torch import nn
 from torchvision.models import MobileNet_V2_Weights, WeightsEnum
 from torchvision.models.video import R2Plus1D_18_Weights, R3D_18_Weights
+
+from signflow.config import ModelParams
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,16 @@ def weights_for(backbone: str) -> WeightsEnum:
     return PRETRAINED[backbone]
 
 
+def pretrained_backbone(model: ModelParams) -> str:
+    """The network ``model.pretrained`` loads weights into: cnn_lstm's backbone, or the 3D arch itself.
+
+    Raises ``ValueError`` (naming what has weights) for small_cnn and the landmark models.
+    """
+    name = model.cnn_lstm.backbone if model.arch == "cnn_lstm" else model.arch
+    weights_for(name)
+    return name
+
+
 def file_name(url: str) -> str:
     return os.path.basename(urlparse(url).path)
 
@@ -75,11 +88,8 @@ def expected_sha256(url: str, sha256: str | None = None) -> str:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def fetch_weights(
@@ -140,8 +150,6 @@ def resolve_weights_file(
     if weights_dir is not None:
         record = Path(weights_dir) / RECORD_NAME
         if record.is_file():
-            import json
-
             entry = json.loads(record.read_text(encoding="utf-8"))
             if entry.get("backbone") == backbone and entry.get("file"):
                 return Path(weights_dir) / entry["file"]
