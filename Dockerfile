@@ -63,4 +63,5 @@ USER 10001:10001
 EXPOSE 3000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:3000/readyz', timeout=4)"]
-CMD ["bentoml", "serve", "serving.service:Signflow", "--host", "0.0.0.0", "--port", "3000"]
+# `python -m serving` = `bentoml serve serving.service:Signflow` with its own metrics folder (serving/__main__.py).
+CMD ["python", "-m", "serving", "serving.service:Signflow", "--host", "0.0.0.0", "--port", "3000"]

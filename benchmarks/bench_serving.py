@@ -140,8 +140,7 @@ def serve(env: dict[str, str], port: int):
 
     log = Path(env["BENTOML_HOME"]) / "serve.log"
     url = f"http://127.0.0.1:{port}"
-    cmd = [str(Path(sys.executable).with_name("bentoml")), "serve", "serving.service:Signflow", "--host", "127.0.0.1",
-           "--port", str(port)]  # fmt: skip
+    cmd = [sys.executable, "-m", "serving", "--host", "127.0.0.1", "--port", str(port)]
     with process_group(cmd, cwd=REPO_ROOT, env=env, log=log) as process:
         wait_until(lambda: requests.get(f"{url}/readyz", timeout=2).status_code == 200, 180, "bentoml serve ready",
                    process=process, log=log)  # fmt: skip

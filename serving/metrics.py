@@ -14,6 +14,8 @@ series carry no ``pid`` label (one series per label set, as the dashboards expec
 from __future__ import annotations
 
 import functools
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,12 +33,15 @@ class ServiceMetrics:
     stage_latency: Any
     predictions: Any
     top1_confidence: Any
+    confidence_by_gloss: Any
     low_confidence: Any
     input_frames: Any
     input_duration: Any
     rejected: Any
     model_info: Any
     model_ready: Any
+    process_cpu: Any
+    process_memory: Any
 
 
 @functools.cache
@@ -56,6 +61,12 @@ def metrics() -> ServiceMetrics:
         top1_confidence=Histogram(
             "signflow_top1_confidence", "Top-1 softmax probability per prediction", buckets=CONFIDENCE_BUCKETS
         ),
+        confidence_by_gloss=Counter(
+            "signflow_top1_confidence_by_gloss_total",
+            "Sum of top-1 probabilities by predicted gloss: divided by signflow_predictions_total, the mean "
+            "confidence per gloss (two series per gloss, unlike a per-gloss histogram)",
+            ["gloss"],
+        ),
         low_confidence=Counter(
             "signflow_low_confidence_total", "Predictions whose top-1 probability is below serve.low_confidence"
         ),
@@ -73,9 +84,42 @@ def metrics() -> ServiceMetrics:
             multiprocess_mode="livemax",
         ),
         model_ready=Gauge(
-            "signflow_model_ready", "1 once every live worker has loaded the model", multiprocess_mode="livemin"
+            "signflow_model_ready", "1 once every live worker has loaded the model and warmed up",
+            multiprocess_mode="livemin",
+        ),
+        # prometheus_client exports no process_* metrics in multi-process mode (BentoML's mode).
+        process_cpu=Counter(
+            "signflow_process_cpu_seconds_total", "CPU time of the server's worker processes", ["service"]
+        ),
+        process_memory=Gauge(
+            "signflow_process_resident_memory_bytes", "Resident memory of the server's live worker processes",
+            ["service"], multiprocess_mode="livesum",
         ),
     )
+
+
+PROCESS_SAMPLE_S = 5.0
+
+
+def start_process_sampler(service: str) -> None:
+    """Sample this worker's CPU time and resident memory every few seconds (a daemon thread)."""
+    import psutil
+
+    process = psutil.Process()
+    m = metrics()
+    cpu, memory = m.process_cpu.labels(service=service), m.process_memory.labels(service=service)
+
+    def sample() -> None:
+        last = 0.0
+        while True:
+            times = process.cpu_times()
+            used = times.user + times.system
+            cpu.inc(max(0.0, used - last))
+            last = used
+            memory.set(process.memory_info().rss)
+            time.sleep(PROCESS_SAMPLE_S)
+
+    threading.Thread(target=sample, name=f"signflow-process-metrics-{service}", daemon=True).start()
 
 
 @functools.cache

@@ -24,7 +24,10 @@ import asyncio
 import json
 import logging
 import os
+import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -34,8 +37,8 @@ from pydantic import BeforeValidator, Field
 from starlette.responses import JSONResponse
 
 from serving.config import load_config
-from serving.guard import REASON_HEADER, GuardMiddleware
-from serving.metrics import STAGES, drift_gauge, metrics
+from serving.guard import REASON_HEADER, FormFields, GuardMiddleware
+from serving.metrics import STAGES, drift_gauge, metrics, start_process_sampler
 
 log = logging.getLogger("signflow.serving")
 
@@ -56,9 +59,13 @@ STATUS = {
     "unsupported_codec": 415, "unsupported_media_type": 415,
     "too_large": 413, "too_many_frames": 413, "too_long": 413, "resolution_too_large": 413,
     "batch_too_large": 413, "bad_shape": 400, "bad_npy": 400, "bad_dtype": 400, "empty_batch": 400, "bad_top_k": 400,
-    "model_mismatch": 400, "landmarks_unavailable": 503,
+    "model_mismatch": 400, "landmarks_unavailable": 503, "cancelled": 504,
 }
 ENDPOINTS = ("predict_video", "predict_frames", "predict_landmarks")
+# Sequential model calls before /readyz says ready: BentoML's adaptive batcher spends its first
+# ~11 calls per model worker calibrating one clip at a time and sheds (503) whatever queues past
+# max_latency_ms meanwhile. Measured: 37 x 503 in the first 7 s of a cold 16-client load without it.
+WARM_UP_CALLS = 12
 
 
 def _check_upload_type(value: Any) -> Any:
@@ -102,12 +109,31 @@ class Rejected(Exception):
         )
 
 
+class ClientErrorLogFilter(logging.Filter):
+    """BentoML logs every refused input (pydantic ``ValidationError``) as an ERROR with a traceback:
+    a flood of bad uploads would flood the log. Keep one INFO line; real exceptions stay ERRORs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from pydantic import ValidationError
+
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, ValidationError):
+            fields = ",".join(str((e.get("loc") or ["?"])[-1]) for e in error.errors(include_input=False))
+            record.msg, record.args = "%s (client input refused: %s)", (record.getMessage(), fields)
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
 def enable_logging() -> None:
     """Let signflow's INFO lines through BentoML's server logging (root at WARNING, loggers set up after import)."""
     for name in ("signflow", "signflow.serving"):
         logger = logging.getLogger(name)
         logger.disabled = False
         logger.setLevel(logging.INFO)
+    bentoml_http = logging.getLogger("bentoml._internal.server.http_app")
+    if not any(isinstance(f, ClientErrorLogFilter) for f in bentoml_http.filters):
+        bentoml_http.addFilter(ClientErrorLogFilter())
     if CONFIG.tag_source.startswith("latest"):
         log.warning("no model pinned: serving %s (set SIGNFLOW_MODEL_TAG or run the package stage)", CONFIG.model_tag)
 
@@ -157,6 +183,7 @@ class SignflowModel:
         import torch
 
         enable_logging()
+        start_process_sampler("signflow_model")
         if SERVE.model_threads is not None:
             torch.set_num_threads(SERVE.model_threads)
         self.device = pick_device(SERVE.device)
@@ -228,6 +255,7 @@ class Signflow:
         from signflow.preprocess import PreprocessConfig
 
         enable_logging()
+        start_process_sampler("signflow")
         self.tag = CONFIG.model_tag
         stored = bentoml.models.get(self.tag)
         self.tag = str(stored.tag)  # "name:latest" resolved to the version actually served
@@ -264,9 +292,64 @@ class Signflow:
                 m.stage_latency.labels(endpoint=endpoint, stage=stage)
         for gloss in self.glosses:
             m.predictions.labels(gloss=gloss)
-        m.model_ready.set(1)
+            m.confidence_by_gloss.labels(gloss=gloss)
+        m.model_ready.set(0)  # 1 once warmed up (see __is_ready__)
+        self.warm = False
+        self._warm_up_task: asyncio.Task | None = None
         log.info("serving %s (%s, %d glosses); model pinned by %s", self.tag, labels.get("arch"), len(self.glosses),
                  CONFIG.tag_source)
+
+    # ------------------------------------------------------------------ readiness
+
+    @bentoml.on_startup
+    async def start_warm_up(self) -> None:
+        """Warm up in the background; ``/readyz`` answers 503 until it is done."""
+        self._warm_up_task = asyncio.get_running_loop().create_task(self._warm_up())
+
+    async def __is_ready__(self) -> bool:
+        return self.warm
+
+    async def _warm_up(self) -> None:
+        """Take the real path once (decode a generated clip, preprocess), then call the model until
+        BentoML's batcher has calibrated, so the first clients meet a warm service and no 503s."""
+        started = time.perf_counter()
+        batch = await asyncio.to_thread(self._warm_up_batch)
+        while True:  # the model service starts beside this one and may still be loading
+            try:
+                await self.model.to_async.logits(batch)
+                break
+            except Exception as error:  # noqa: BLE001 - any failure here means "not up yet"
+                if time.perf_counter() - started > 600:
+                    log.error("warm-up: the model service did not answer in 600 s (%s); staying not ready", error)
+                    return
+                await asyncio.sleep(0.5)
+        for _ in range(WARM_UP_CALLS * SERVE.model_workers):
+            await self.model.to_async.logits(batch)
+        # Then full batches, the shapes a burst of clients makes.
+        await asyncio.gather(*(self.model.to_async.logits(batch) for _ in range(SERVE.max_batch_size)))
+        self.warm = True
+        metrics().model_ready.set(1)
+        log.info("warm-up done in %.1f s: ready", time.perf_counter() - started)
+
+    def _warm_up_batch(self) -> np.ndarray:
+        """A model input made by the serving path itself from a generated clip (no person in it)."""
+        from signflow import video as video_io
+
+        rng = np.random.default_rng(0)
+        frames = rng.integers(0, 256, size=(16, 64, 64, 3), dtype=np.uint8)
+        with tempfile.TemporaryDirectory(prefix="signflow-warm-up-") as folder:
+            path = Path(folder) / "warm_up.mp4"
+            video_io.write_video(path, frames, 25.0)
+            if self.landmarks is None:
+                stored, _ = self._decode_video(path)
+                return self._as_batch(stored)
+            if self.landmarks.reads_video:  # start the MediaPipe worker now, not on the first client
+                try:
+                    self._video_landmarks(path)
+                except Rejected as refused:
+                    log.info("warm-up: landmark extraction on the generated clip: %s", refused.reason)
+        points = np.zeros((16, self.landmarks.layout.num_joints, 3), dtype=np.float32)
+        return self._as_batch(self.landmarks.from_points(points))
 
     def _drift_monitor(self, folder: dict[str, Any]):  # noqa: ANN202 - DriftMonitor | None
         if folder["drift_reference"] is None:
@@ -295,7 +378,7 @@ class Signflow:
             if self.landmarks is not None:  # decode + MediaPipe in the landmark worker: one "decode" step
                 stored, info = await asyncio.to_thread(self._video_landmarks, video)
             else:
-                stored, info = await asyncio.to_thread(self._decode_video, video)
+                stored, info = await _cancellable(self._decode_video, video)
             decode_s = time.perf_counter() - t0
             t1 = time.perf_counter()
             batch = self._as_batch(stored)
@@ -343,7 +426,7 @@ class Signflow:
             clips, single = self._check_frames(self._frames_input(frames, npy))
             decode_s = time.perf_counter() - t0
             t1 = time.perf_counter()
-            stored = await asyncio.to_thread(self._frames_to_stored, clips)
+            stored = await _cancellable(self._frames_to_stored, clips)
             preprocess_s = time.perf_counter() - t1
         except Rejected as rejected:
             return rejected.response()  # type: ignore[return-value]
@@ -408,7 +491,7 @@ class Signflow:
         try:
             info = video_io.probe(path)
         except video_io.VideoError as error:
-            raise Rejected(error.reason, error.detail.replace(str(path.parent), "").lstrip("/")) from None
+            raise Rejected(error.reason, _client_detail(error.detail, path)) from None
         if info.width > SERVE.max_width or info.height > SERVE.max_height:
             raise Rejected(
                 "resolution_too_large",
@@ -430,7 +513,7 @@ class Signflow:
             stored, count = decode_to_stored(path, config=self.preprocess, max_frames=SERVE.max_frames)
         except video_io.VideoError as error:
             reason = "too_many_frames" if error.reason == "too_large" else error.reason
-            raise Rejected(reason, error.detail) from None
+            raise Rejected(reason, _client_detail(error.detail, path)) from None
         return stored, _input_info(info, count)
 
     def _video_landmarks(self, path: Path) -> tuple[np.ndarray, dict[str, Any]]:
@@ -444,7 +527,7 @@ class Signflow:
         except LandmarkInputError as error:
             raise Rejected(error.reason, error.detail) from None
         except LandmarkError as error:
-            raise Rejected(error.reason, error.detail.replace(str(path.parent), "").lstrip("/")) from None
+            raise Rejected(error.reason, _client_detail(error.detail, path)) from None
         except LandmarkEnvError as error:  # the server's set-up, not the client's input
             log.error("landmark extraction unavailable: %s", error)
             raise Rejected("landmarks_unavailable", "the landmark extractor is not installed on this server") from None
@@ -533,6 +616,7 @@ class Signflow:
         confidence = float(probs[order[0]])
         low = confidence < SERVE.low_confidence
         m.predictions.labels(gloss=top[0]["gloss"]).inc()
+        m.confidence_by_gloss.labels(gloss=top[0]["gloss"]).inc(confidence)
         m.top1_confidence.observe(confidence)
         if low:
             m.low_confidence.inc()
@@ -555,12 +639,36 @@ class Signflow:
         return result
 
 
+def _form_fields(endpoint: str) -> FormFields:
+    """The multipart parts an endpoint takes, read off its BentoML input model (so they cannot drift)."""
+    spec = Signflow.apis[endpoint].input_spec
+    files = frozenset(spec.multipart_fields)
+    return FormFields(files=files, values=frozenset(spec.model_fields) - files)
+
+
 Signflow.add_asgi_middleware(
     GuardMiddleware,
     protected_prefixes=tuple(f"/{endpoint}" for endpoint in ENDPOINTS),
     max_body_bytes=int(SERVE.max_upload_mb * 1024**2),
     api_key=_api_key(),
+    form_fields={endpoint: _form_fields(endpoint) for endpoint in ENDPOINTS},
 )
+
+
+async def _cancellable(work: Callable[..., Any], *args: Any) -> Any:
+    """Run decode/preprocess ``work`` in a thread under the serve limits, stopped (within a frame)
+    when the request ends early: BentoML's timeout cancels this coroutine, not the thread."""
+    from signflow import video as video_io
+
+    cancel = threading.Event()
+    limits = video_io.DecodeLimits(cancel=cancel, max_frames=SERVE.max_frames, max_duration_s=SERVE.max_duration_s)
+    with video_io.decode_limits(limits):
+        try:
+            return await asyncio.to_thread(work, *args)
+        except asyncio.CancelledError:
+            cancel.set()
+            log.info("request ended during decoding: decoder stopped")
+            raise
 
 
 def _input_info(info: Any, frames: int) -> dict[str, Any]:
@@ -568,6 +676,11 @@ def _input_info(info: Any, frames: int) -> dict[str, Any]:
     duration = frames / info.fps if info.fps else info.duration_s
     return {"frames": int(frames), "fps": round(info.fps, 3), "duration_s": round(duration, 3),
             "width": info.width, "height": info.height, "codec": info.codec}
+
+
+def _client_detail(detail: str, path: Path) -> str:
+    """An error message about an upload without the server's temporary file name or folder."""
+    return detail.replace(str(path), "upload").replace(path.name, "upload")
 
 
 def _ms(**seconds: float) -> dict[str, float]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_PARAMS_PATH = Path("params.yaml")
 
@@ -298,9 +298,44 @@ class ServeParams(StrictModel):
     max_concurrency: int = Field(64, ge=1, description="requests in flight before 503")
 
 
+# The service's prediction endpoints (serving/service.py): SLOs, metric labels and alerts are per endpoint.
+SERVING_ENDPOINTS = ("predict_video", "predict_frames", "predict_landmarks")
+# Upper bounds of BentoML's request-duration histogram buckets: a latency SLO threshold must be one
+# of them, or the "fast enough" ratio cannot be read off the histogram exactly.
+BENTOML_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 180.0)
+
+
+class EndpointSLO(StrictModel):
+    """One endpoint's objectives over ``monitoring.slo_window_days``."""
+
+    availability: float = Field(
+        ..., gt=0.5, lt=1.0, description="share of requests not answered 5xx/429 (client errors are not failures)"
+    )
+    latency_s: float = Field(..., description="a successful answer within this many seconds is 'fast enough'")
+    latency_target: float = Field(..., gt=0.5, lt=1.0, description="share of successful answers that must be fast enough")
+
+    @field_validator("latency_s")
+    @classmethod
+    def _a_bucket_bound(cls, value: float) -> float:
+        if value not in BENTOML_LATENCY_BUCKETS:
+            raise ValueError(f"must be a bucket bound of BentoML's latency histogram: {BENTOML_LATENCY_BUCKETS}")
+        return value
+
+
+def _default_slos() -> dict[str, EndpointSLO]:
+    return {
+        "predict_video": EndpointSLO(availability=0.995, latency_s=2.5, latency_target=0.95),
+        "predict_frames": EndpointSLO(availability=0.995, latency_s=1.0, latency_target=0.95),
+        "predict_landmarks": EndpointSLO(availability=0.995, latency_s=0.5, latency_target=0.95),
+    }
+
+
 class MonitoringParams(StrictModel):
-    latency_slo_p95_s: float = Field(0.5, gt=0.0)
-    error_rate_threshold: float = Field(0.05, gt=0.0, le=1.0)
+    slos: dict[str, EndpointSLO] = Field(default_factory=_default_slos, description="per endpoint")
+    slo_window_days: int = Field(30, ge=1, le=90, description="the SLO period the error budget is counted over")
+    slo_min_requests_1h: int = Field(
+        30, ge=1, description="burn-rate alerts stay silent below this many requests an hour (too few to judge)"
+    )
     low_confidence_rate_threshold: float = Field(0.3, gt=0.0, le=1.0)
     drift_psi_threshold: float = Field(0.25, gt=0.0)
     drift_window: int = Field(200, ge=10, description="recent predictions compared with evaluation")
@@ -308,9 +343,24 @@ class MonitoringParams(StrictModel):
         0.25, gt=0.0, le=1.0, description="share of API requests rejected as bad input before alerting"
     )
     expected_min_rps: float = Field(
-        0.01, gt=0.0, description="same hour yesterday above this rate = traffic is expected (no-traffic alert)"
+        0.01, gt=0.0,
+        description="traffic above this rate (same hour yesterday, or the 3 h before) = silence is an alert",
     )
     dashboard_top_glosses: int = Field(10, ge=1, le=200, description="glosses shown in 'predictions per gloss'")
+    runbook_url: str = Field(
+        "https://github.com/signflow/signflow/blob/main/docs/runbooks.md",
+        min_length=1, description="every alert links to <runbook_url>#<alert name in lower case>",
+    )
+
+    @field_validator("slos")
+    @classmethod
+    def _known_endpoints(cls, value: dict[str, EndpointSLO]) -> dict[str, EndpointSLO]:
+        unknown = sorted(set(value) - set(SERVING_ENDPOINTS))
+        if unknown:
+            raise ValueError(f"no such endpoint(s) {unknown}; the service has {list(SERVING_ENDPOINTS)}")
+        if not value:
+            raise ValueError("at least one endpoint needs an SLO")
+        return value
 
 
 class LandmarksParams(StrictModel):

@@ -9,8 +9,11 @@ Every failure is a :class:`VideoError` with a short machine-readable ``reason``.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from fractions import Fraction
@@ -25,7 +28,11 @@ from signflow import atomic
 log = logging.getLogger(__name__)
 
 # Reasons a video can be rejected; they end up in skipped lists and HTTP 4xx bodies.
-REASONS = ("missing", "empty", "not_video", "corrupt", "no_frames", "too_short", "too_large", "unsupported_codec")
+REASONS = ("missing", "empty", "not_video", "corrupt", "no_frames", "too_short", "too_large", "too_long",
+           "unsupported_codec", "cancelled")
+# FFmpeg demuxers of single still images: a PNG or JPEG renamed .mp4 opens as a one-frame "video".
+IMAGE_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "webp_pipe", "tiff_pipe", "gif_pipe", "qoi_pipe",
+                 "ppm_pipe", "pgm_pipe", "svg_pipe", "jpegls_pipe", "j2k_pipe", "dds_pipe", "psd_pipe")
 
 
 class VideoError(Exception):
@@ -36,6 +43,49 @@ class VideoError(Exception):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """Stops a decode of untrusted input early: the caller gave up (``cancel``), too many frames, too long.
+
+    Applied with :func:`decode_limits` around a decode (serving); checked once per decoded frame by
+    :func:`iter_frames`, so a request that timed out stops burning CPU within a frame, and a
+    stream whose container lies about its length (raw H.264, no duration) is cut at the limit
+    while decoding, not after.
+    """
+
+    cancel: threading.Event | None = None
+    max_frames: int | None = None
+    max_duration_s: float | None = None
+
+    def check(self, name: str, index: int, seconds: float | None) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise VideoError("cancelled", f"{name}: decoding stopped after {index + 1} frames (request ended)")
+        if self.max_frames is not None and index + 1 > self.max_frames:
+            raise VideoError("too_large", f"{name}: more than {self.max_frames} frames")
+        if self.max_duration_s is not None and seconds is not None and seconds > self.max_duration_s:
+            raise VideoError("too_long", f"{name}: longer than {self.max_duration_s:g} s")
+
+
+_LIMITS: contextvars.ContextVar[DecodeLimits | None] = contextvars.ContextVar("decode_limits", default=None)
+
+
+@contextlib.contextmanager
+def decode_limits(limits: DecodeLimits) -> Iterator[None]:
+    """Apply ``limits`` to every decode started in this context (``asyncio.to_thread`` carries it
+    into the worker thread)."""
+    token = _LIMITS.set(limits)
+    try:
+        yield
+    finally:
+        _LIMITS.reset(token)
+
+
+def ffmpeg_message(error: BaseException) -> str:
+    """FFmpeg's message without its errno and the server's file name (both mean nothing to a client)."""
+    text = getattr(error, "strerror", None) or str(error)
+    return str(text).strip()
 
 
 @dataclass(frozen=True)
@@ -60,9 +110,13 @@ def _open(path: str | os.PathLike[str]) -> av.container.InputContainer:
     try:
         container = av.open(str(path), mode="r", metadata_errors="ignore")
     except av.error.InvalidDataError as error:
-        raise VideoError("not_video", f"{path.name}: not a readable video container ({error})") from None
+        raise VideoError("not_video", f"{path.name}: not a readable video container ({ffmpeg_message(error)})") from None
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as error:
-        raise VideoError("corrupt", f"{path.name}: cannot open ({error})") from None
+        raise VideoError("corrupt", f"{path.name}: cannot open ({ffmpeg_message(error)})") from None
+    if container.format.name in IMAGE_FORMATS:
+        kind = container.format.name.removesuffix("_pipe")
+        container.close()
+        raise VideoError("not_video", f"{path.name}: a still image ({kind}), not a video")
     if not container.streams.video:
         container.close()
         raise VideoError("not_video", f"{path.name}: no video stream")
@@ -119,6 +173,8 @@ def iter_frames(
         raise ValueError(f"start must be >= 0, got {start}")
     container = _open(path)
     index = -1
+    limits = _LIMITS.get()
+    name = Path(path).name
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
@@ -129,6 +185,8 @@ def iter_frames(
         try:
             for frame in container.decode(stream):
                 index += 1
+                if limits is not None:
+                    limits.check(name, index, frame.time)
                 if index < start:
                     continue
                 if stop is not None and index >= stop:
@@ -138,11 +196,11 @@ def iter_frames(
                     continue
                 yield index, reformatter.reformat(frame, format="rgb24").to_ndarray()
         except av.error.DecoderNotFoundError as error:
-            raise VideoError("unsupported_codec", f"{Path(path).name}: {error}") from None
+            raise VideoError("unsupported_codec", f"{name}: {ffmpeg_message(error)}") from None
         except (av.error.FFmpegError, ValueError) as error:
             if index < start or stop is None or index + 1 < stop:
                 raise VideoError(
-                    "corrupt", f"{Path(path).name}: decoding failed after {index + 1} frames ({error})"
+                    "corrupt", f"{name}: decoding failed after {index + 1} frames ({ffmpeg_message(error)})"
                 ) from None
             log.debug("ignoring decode error past the requested range in %s: %s", path, error)
     finally:

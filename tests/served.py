@@ -26,7 +26,6 @@ import yaml
 from tiny_model import make_run
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-BENTOML = Path(sys.executable).with_name("bentoml")
 
 
 @dataclass
@@ -89,7 +88,7 @@ def bentoml_serve(
     folder: Path, serve: dict[str, Any], *, monitoring: dict[str, Any] | None = None, extra_env: dict[str, str] | None = None,
     drift: bool = False, make_model: Callable[[Path], Path] | None = None,
 ) -> Iterator[Served]:
-    """Package a tiny model and run ``bentoml serve serving.service:Signflow`` until the block exits."""
+    """Package a tiny model and run ``python -m serving`` (``bentoml serve``) until the block exits."""
     folder.mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
@@ -113,7 +112,8 @@ def serve_packaged(folder: Path, env: dict[str, str], params: Path, record: Path
     port = free_port()
     log = folder / "serve.log"
     url = f"http://127.0.0.1:{port}"
-    cmd = [str(BENTOML), "serve", "serving.service:Signflow", "--host", "127.0.0.1", "--port", str(port)]
+    # `python -m serving` = `bentoml serve serving.service:Signflow` with the server's own metrics folder.
+    cmd = [sys.executable, "-m", "serving", "--host", "127.0.0.1", "--port", str(port)]
     with process_group(cmd, cwd=REPO_ROOT, env=env, log=log) as process:
         wait_until(lambda: requests.get(f"{url}/readyz", timeout=2).status_code == 200, 180, "bentoml serve ready",
                    process=process, log=log)  # fmt: skip

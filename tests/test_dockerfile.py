@@ -132,11 +132,11 @@ def test_runs_as_a_non_root_numeric_user(build: list[tuple[str, str]]) -> None:
 
 def test_serves_the_bentoml_service_with_a_readyz_healthcheck(build: list[tuple[str, str]]) -> None:
     command = json.loads(next(arg for keyword, arg in build if keyword == "CMD"))
-    assert command[:2] == ["bentoml", "serve"]
-    module, _, service = command[2].partition(":")
+    assert command[:3] == ["python", "-m", "serving"], "the launcher that gives the server its own metrics folder"
+    module, _, service = command[3].partition(":")
     port = command[command.index("--port") + 1]
     source = (REPO / (module.replace(".", "/") + ".py")).read_text(encoding="utf-8")
-    assert re.search(rf"@bentoml\.service[\s\S]{{0,400}}?\nclass {service}\b", source), f"{command[2]} not found"
+    assert re.search(rf"@bentoml\.service[\s\S]{{0,400}}?\nclass {service}\b", source), f"{command[3]} not found"
     assert [arg for keyword, arg in build if keyword == "EXPOSE"] == [port]
     healthcheck = next(arg for keyword, arg in build if keyword == "HEALTHCHECK")
     assert f"http://127.0.0.1:{port}/readyz" in healthcheck

@@ -61,23 +61,39 @@ def test_build_check_cli_flags_a_hand_edit_and_rebuild_restores(monitoring_copy:
 def test_thresholds_come_from_params(mp) -> None:
     tuned = apply_overrides(
         load_params(REPO / "params.yaml"),
-        ["monitoring.latency_slo_p95_s=1.25", "monitoring.drift_psi_threshold=0.4"],
-    ).monitoring
+        ["monitoring.slos.predict_video.availability=0.999", "monitoring.slos.predict_frames.latency_s=5.0",
+         "monitoring.drift_psi_threshold=0.4"],
+    ).monitoring  # fmt: skip
     files = build.generated_files(tuned)
     alerts = yaml.safe_load(files[build.ALERTS])["groups"][0]["rules"]
-    by_name = {rule["alert"]: rule for rule in alerts}
-    assert by_name["SignflowLatencySLOBreach"]["expr"].endswith("> 1.25")
-    assert by_name["SignflowPredictionDrift"]["expr"].endswith("> 0.4")
+    by_name = {(rule["alert"], rule["labels"].get("endpoint")): rule for rule in alerts}
+    # 14.4x a 0.1 % budget over 1h and 5m, with the minimum-traffic guard
+    fast = by_name[("SignflowErrorBudgetFastBurn", "/predict_video")]["expr"]
+    assert 'ratio_rate1h{job="signflow", endpoint="/predict_video"} > 0.0144' in fast
+    assert 'ratio_rate5m{job="signflow", endpoint="/predict_video"} > 0.0144' in fast
+    assert f">= {tuned.slo_min_requests_1h}" in fast
+    assert by_name[("SignflowPredictionDrift", None)]["expr"].endswith("> 0.4")
+    recording = files[build.RECORDING]
+    assert 'endpoint="/predict_frames", http_response_code=~"2..", le=~"5\\\\.0|5"' in recording
     dashboard = json.loads(files[build.DASHBOARD])
-    thresholds = [p["fieldConfig"]["defaults"].get("thresholds") for p in dashboard["panels"]]
-    assert {"color": "red", "value": 1.25} in [s for t in thresholds if t for s in t["steps"]]
+    burn = next(p for p in dashboard["panels"] if p["title"].startswith("SLO: error-budget burn"))
+    assert any(t["expr"].endswith("/ 0.001") and "/predict_video" in t["expr"] for t in burn["targets"])
 
 
-def test_bad_params_fail_the_builder_with_one_line(tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [
+        ("  slos: {predict_video: {availability: 2, latency_s: 2.5, latency_target: 0.9}}", "availability"),
+        ("  slos: {predict_video: {availability: 0.99, latency_s: 2.0, latency_target: 0.9}}", "bucket bound"),
+        ("  slos: {predict_audio: {availability: 0.99, latency_s: 2.5, latency_target: 0.9}}", "predict_audio"),
+    ],
+)
+def test_bad_params_fail_the_builder_with_one_line(tmp_path: Path, capsys, section: str, key: str) -> None:
     params = tmp_path / "params.yaml"
-    params.write_text("monitoring:\n  latency_slo_p95_s: -1\n", encoding="utf-8")
+    params.write_text(f"monitoring:\n{section}\n", encoding="utf-8")
     assert build.main(["--params", str(params), "--out", str(tmp_path / "m"), "--check"]) == 2
-    assert "monitoring.latency_slo_p95_s" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "monitoring.slos" in err and key in err
 
 
 # --------------------------------------------------------------------------- promtool
@@ -96,10 +112,23 @@ def test_every_alert_has_a_firing_and_a_silent_unit_test(mp) -> None:
                 (fired if expectation["exp_alerts"] else silent).add(expectation["alertname"])
     assert fired == set(alert_names(mp)) == silent
     required = {
-        "SignflowHighErrorRate", "SignflowLatencySLOBreach", "SignflowLowConfidenceSpike", "SignflowPredictionDrift",
-        "SignflowNoTraffic", "SignflowServiceDown", "SignflowModelNotReady",
+        "SignflowErrorBudgetFastBurn", "SignflowErrorBudgetSlowBurn", "SignflowLatencyBudgetFastBurn",
+        "SignflowLatencyBudgetSlowBurn", "SignflowLowConfidenceSpike", "SignflowPredictionDrift", "SignflowNoTraffic",
+        "SignflowServiceDown", "SignflowModelNotReady", "SignflowMetricsMissing", "SignflowTargetMissing",
     }  # fmt: skip
     assert required <= fired
+
+
+def test_every_alert_links_its_runbook_and_the_runbook_exists(mp) -> None:
+    runbooks = (REPO / "docs" / "runbooks.md").read_text(encoding="utf-8")
+    anchors = {line.removeprefix("## ").strip().lower() for line in runbooks.splitlines() if line.startswith("## ")}
+    for rule in yaml.safe_load((MONITORING / "rules" / "alerts.yml").read_text())["groups"][0]["rules"]:
+        url = rule["annotations"]["runbook_url"]
+        assert url == f"{mp.runbook_url}#{rule['alert'].lower()}"
+        assert rule["alert"].lower() in anchors, f"docs/runbooks.md has no section '## {rule['alert']}'"
+    monitoring_doc = (REPO / "docs" / "monitoring.md").read_text(encoding="utf-8")
+    for name in alert_names(mp):
+        assert f"`{name}`" in monitoring_doc and f"runbooks.md#{name.lower()}" in monitoring_doc
 
 
 @needs_promtool
@@ -116,10 +145,11 @@ def test_alert_that_cannot_fire_fails_its_unit_test(monitoring_copy: Path) -> No
     # A ratio never exceeds 1 + threshold: the generated promtool tests must catch the silent alert.
     alerts = monitoring_copy / "rules" / "alerts.yml"
     text = alerts.read_text()
-    assert "signflow:api_errors:ratio_rate5m > " in text
-    alerts.write_text(text.replace("signflow:api_errors:ratio_rate5m > ", "signflow:api_errors:ratio_rate5m > 1 + "))
+    rule = 'signflow:slo_errors:ratio_rate1h{job="signflow", endpoint="/predict_video"} > '
+    assert rule in text
+    alerts.write_text(text.replace(rule, rule + "1 + "))
     problems = check.run_rule_tests(monitoring_copy, ["rules/tests/alerts_test.yml"])
-    assert any("test rules" in p and "SignflowHighErrorRate" in p for p in problems)
+    assert any("test rules" in p and "SignflowErrorBudgetFastBurn" in p for p in problems)
 
 
 @needs_promtool
@@ -140,15 +170,36 @@ def test_dashboards_are_valid() -> None:
 def test_dashboard_has_the_required_panels_each_with_queries(mp) -> None:
     dashboard = json.loads((MONITORING / "grafana" / "dashboards" / "signflow.json").read_text())
     titles = [p["title"] for p in dashboard["panels"]]
-    for needle in ("Request rate", "Error ratio", "Rejected requests by reason", "Request latency p50 / p95 / p99",
-                   "Latency by stage", "Adaptive batch size", "In-flight", "Predictions per gloss",
-                   "confidence distribution", "drift", "Model"):  # fmt: skip
+    for needle in ("Request rate", "Failed requests (5xx, 429)", "Client errors (4xx)", "Rejected requests by reason",
+                   "Request latency p50 / p95 by endpoint", "Latency by stage", "Adaptive batch size", "In-flight",
+                   "Predictions per gloss", "Least confident glosses", "confidence distribution", "drift", "Model",
+                   "Firing alerts", "SLO: error-budget burn", "SLO: availability budget left", "Process CPU",
+                   "Process memory", "Model service: /logits"):  # fmt: skip
         assert any(needle.lower() in t.lower() for t in titles), f"no panel about {needle!r}: {titles}"
-    assert all(p["targets"] for p in dashboard["panels"])
+    assert all(p["targets"] for p in dashboard["panels"] if p["type"] != "alertlist")
     stage_exprs = [t["expr"] for title, _, t in iter_queries(dashboard) if title.startswith("Latency by stage")]
-    assert stage_exprs and all("by (stage, le)" in e for e in stage_exprs)
+    assert stage_exprs and all("by (endpoint, stage, le)" in e for e in stage_exprs)
+    latency = [t["expr"] for title, _, t in iter_queries(dashboard) if title.startswith("Request latency")]
+    assert latency and all('http_response_code=~"2.."' in e and "by (endpoint, le)" in e for e in latency)
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
     assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    assert variables["instance"]["includeAll"] and variables["instance"]["multi"]
+    assert all('instance=~"$instance"' in t["expr"] for title, _, t in iter_queries(dashboard)
+               if not title.startswith("SLO:"))  # fmt: skip  (SLO recording rules are per job, not instance)
+    health = next(p for p in dashboard["panels"] if p["title"] == "Service health")
+    assert health["fieldConfig"]["defaults"]["thresholds"]["steps"][0] == {"color": "red", "value": None}
+    deploys = dashboard["annotations"]["list"]
+    assert [a["name"] for a in deploys] == ["Model deploys"] and "model_tag" in deploys[0]["expr"]
+
+
+def test_grafana_typed_model_catches_a_malformed_panel(mp) -> None:
+    dashboard = build_dashboard(mp)
+    assert check.check_dashboard_model(dashboard) == []
+    dashboard["panels"][3]["fieldconfig"] = dashboard["panels"][3].pop("fieldConfig")  # a misspelt key
+    dashboard["panels"][4]["options"]["legendd"] = {"showLegend": True}  # no such option
+    problems = check.check_dashboard_model(dashboard)
+    assert any("panels[3].fieldconfig" in p for p in problems), problems
+    assert any("panels[4].options.legendd" in p for p in problems), problems
 
 
 def test_broken_dashboard_json_is_reported(monitoring_copy: Path) -> None:

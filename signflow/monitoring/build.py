@@ -52,14 +52,14 @@ def prometheus_rule(mp: MonitoringParams) -> dict[str, Any]:
             # kube-prometheus-stack selects rules by its Helm release label; adjust to yours.
             "labels": {"app.kubernetes.io/name": "signflow", "release": "prometheus"},
         },
-        "spec": {"groups": recording_rules()["groups"] + alert_rules(mp)["groups"]},
+        "spec": {"groups": recording_rules(mp)["groups"] + alert_rules(mp)["groups"]},
     }
 
 
 def generated_files(mp: MonitoringParams) -> dict[Path, str]:
     """Relative path under ``monitoring/`` -> file content."""
     return {
-        RECORDING: _yaml(recording_rules()),
+        RECORDING: _yaml(recording_rules(mp)),
         ALERTS: _yaml(alert_rules(mp)),
         **{ALERT_TESTS / name: _yaml(tests) for name, tests in alert_tests(mp).items()},
         DASHBOARD: json.dumps(build_dashboard(mp), indent=2) + "\n",

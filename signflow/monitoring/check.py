@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from signflow.monitoring.dashboards import iter_queries
+from signflow.monitoring.dashboards import NO_QUERY_KINDS, iter_queries
 
 # Variables Grafana defines itself.
 GRAFANA_BUILTINS = {"__rate_interval", "__interval", "__interval_ms", "__range", "__range_s", "__range_ms"}
@@ -89,6 +89,8 @@ def check_dashboard(dashboard: Any, name: str) -> list[str]:
             continue
         title = panel.get("title") or f"panel id {panel.get('id')}"
         ids.append(panel.get("id"))
+        if panel.get("type") in NO_QUERY_KINDS:
+            continue
         targets = panel.get("targets")
         if not isinstance(targets, list) or not targets:
             problems.append(f"{name}: panel {title!r} has no targets (queries)")
@@ -104,10 +106,48 @@ def check_dashboard(dashboard: Any, name: str) -> list[str]:
                 problems.append(f"{name}: panel {title!r} query {ref} uses undefined variable ${var}")
     if len(ids) != len(set(ids)):
         problems.append(f"{name}: duplicate panel ids")
+    problems += [f"{name}: {problem}" for problem in check_dashboard_model(dashboard)]
     for path, uid in _datasource_uids(dashboard):
         if not uid.startswith("$"):
             problems.append(f"{name}: {path} hard-codes data source uid {uid!r}; use ${{datasource}}")
     return problems
+
+
+def check_dashboard_model(dashboard: dict[str, Any]) -> list[str]:
+    """What Grafana's typed dashboard model (grafana-foundation-sdk) does not keep of ``dashboard``.
+
+    The SDK's models are generated from Grafana's schemas: the dashboard is parsed into them and
+    written back, and every key that is dropped (a misspelt field, an option the panel type does
+    not have) or changed (a value of the wrong shape) is a problem. No Grafana server needed.
+    """
+    from grafana_foundation_sdk.cog.encoder import JSONEncoder
+    from grafana_foundation_sdk.cog.plugins import register_default_plugins
+    from grafana_foundation_sdk.models.dashboard import Dashboard
+
+    register_default_plugins()
+    try:
+        parsed = json.loads(json.dumps(Dashboard.from_json(dashboard), cls=JSONEncoder))
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        return [f"not a Grafana dashboard model: {type(error).__name__}: {error}"]
+    return _lost(dashboard, parsed, "$")
+
+
+def _lost(original: Any, parsed: Any, path: str) -> list[str]:
+    if isinstance(original, dict):
+        if not isinstance(parsed, dict):
+            return [f"{path}: an object where the dashboard model has {type(parsed).__name__}"]
+        problems = []
+        for key, value in original.items():
+            if key not in parsed:
+                problems.append(f"{path}.{key}: not a field of Grafana's dashboard model")
+            else:
+                problems += _lost(value, parsed[key], f"{path}.{key}")
+        return problems
+    if isinstance(original, list):
+        if not isinstance(parsed, list) or len(parsed) != len(original):
+            return [f"{path}: a list the dashboard model reads differently"]
+        return [p for index, (a, b) in enumerate(zip(original, parsed)) for p in _lost(a, b, f"{path}[{index}]")]
+    return [] if original == parsed else [f"{path}: {original!r} is read as {parsed!r}"]
 
 
 def _datasource_uids(node: Any, path: str = "$") -> list[tuple[str, str]]:

@@ -7,12 +7,13 @@ import re
 # Metric names the project owns or relies on. Recording rules use colons (signflow:...), so they
 # never match these patterns: a rule's own output is not something the service must export.
 _METRIC = re.compile(r"\b((?:signflow|bentoml)_[a-zA-Z0-9_]+)\b")
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')  # a label value or regex: not a metric name
 _GRAFANA_VAR = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)")
 
 
 def referenced_metrics(expr: str) -> set[str]:
     """Sample names (``signflow_*``, ``bentoml_*``) an expression reads, e.g. ``x_bucket``, ``x_total``."""
-    return set(_METRIC.findall(expr))
+    return set(_METRIC.findall(_STRING.sub('""', expr)))
 
 
 def substitute_variables(expr: str, values: dict[str, str]) -> str:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from typing import Any
 
-from signflow.config import MonitoringParams
+from signflow.config import SERVING_ENDPOINTS, EndpointSLO, MonitoringParams
 
 # The Prometheus job that scrapes the service. prometheus.yml's job_name, the docker-compose service
 # and the Kubernetes Service (a ServiceMonitor names the job after the Service) must all use it.
@@ -20,29 +21,73 @@ JOB = "signflow"
 # (serving/service.py, name="signflow") answers clients; its dependency (signflow_model) answers the
 # entry service's internal /logits calls, which would count every prediction twice.
 ENTRY_SERVICE = "signflow"
-# Requests that are not predictions: the metrics scrape, health probes, docs, the web page and its
-# files. They would dilute error ratios and latency quantiles, and they never stop while the service is up.
-INFRA_ENDPOINTS = "/(metrics|healthz|livez|readyz|health|docs.json|schema.json|ui/.*|static/.*|static_content/.*)?"
+MODEL_SERVICE = "signflow_model"
+# Client-facing prediction endpoints, as BentoML labels them. An allow-list, not a deny-list: 404s
+# (/favicon.ico, scanners), health probes, scrapes and the web page are not API traffic.
+API_ENDPOINTS = "/(" + "|".join(SERVING_ENDPOINTS) + ")"
+# Every value the `endpoint` label may take on the service's series (BentoML's paths and the service's
+# own names); prometheus.yml and the ServiceMonitor drop any other series at scrape time
+# (metric_relabel_configs), so junk paths cannot create series. Tested against both files.
+STATIC_FILES = ("app.js", "index.html", "style.css")
+KNOWN_ENDPOINT_LABELS = (
+    "|/|/?(" + "|".join(SERVING_ENDPOINTS) + ")|other"
+    r"|/(logits|metrics|livez|readyz|healthz|docs\.json|schema\.json|ui/config\.json|static/("
+    + "|".join(re.escape(name) for name in STATIC_FILES) + "))"
+)
 
 
 def api_selector(job_matcher: str) -> str:
     """Label matchers for client-facing API requests of the jobs ``job_matcher`` selects."""
-    return f'{job_matcher}, runner_name="{ENTRY_SERVICE}", endpoint!~"{INFRA_ENDPOINTS}"'
+    return f'{job_matcher}, runner_name="{ENTRY_SERVICE}", endpoint=~"{API_ENDPOINTS}"'
 
 
 API = api_selector(f'job="{JOB}"')
 SEL = f'job="{JOB}"'
+# Failures that count against the availability SLO: server errors, overload (503) and timeouts (504)
+# included, and 429 (the concurrency limit). Client errors (4xx) are the client's, not the service's.
+FAILED_CODES = "5..|429"
 
 # A low-confidence *ratio* over a handful of predictions is noise (1 of 1 = 100 %).
 LOW_CONFIDENCE_MIN_PREDICTIONS = 20
 LOW_CONFIDENCE_WINDOW_S = 15 * 60
 
+
+@dataclass(frozen=True)
+class BurnWindow:
+    """One multiwindow burn-rate condition (SRE workbook, "Alerting on SLOs", table 5-8)."""
+
+    speed: str  # "Fast" / "Slow": part of the alert name
+    long: str
+    short: str
+    factor: float  # burn rate: budget spent this many times faster than the SLO allows
+    severity: str
+    hold: str  # `for:`; the short window already makes the alert clear fast
+
+
+BURN_WINDOWS = (
+    BurnWindow("Fast", "1h", "5m", 14.4, "critical", "2m"),  # 2 % of a 30-day budget in an hour
+    BurnWindow("Slow", "6h", "30m", 6.0, "warning", "15m"),  # 5 % in 6 hours
+)
+SLO_WINDOWS = ("5m", "30m", "1h", "6h")
+
 RECORDING_GROUP = "signflow.recording"
 ALERT_GROUP = "signflow.alerts"
+SLO_GROUP = "signflow.slo"
 
 
-def recording_rules() -> dict[str, Any]:
+def endpoint_path(endpoint: str) -> str:
+    return f"/{endpoint}"
+
+
+def le_matcher(bound: float) -> str:
+    """``le`` as exposed ("2.5", "1.0") or as newer Prometheus versions normalise it ("1")."""
+    spellings = dict.fromkeys([repr(float(bound)), f"{bound:g}"])
+    return "le=~\"" + "|".join(re.escape(s).replace("\\", "\\\\") for s in spellings) + "\""
+
+
+def recording_rules(mp: MonitoringParams | None = None) -> dict[str, Any]:
     """The queries alerts (and people) need over and over, computed once per evaluation."""
+    mp = mp or MonitoringParams()
     rules = [
         ("signflow:api_requests:rate5m",
          f"sum by (job, endpoint, http_response_code) (rate(bentoml_service_request_total{{{API}}}[5m]))"),
@@ -53,22 +98,91 @@ def recording_rules() -> dict[str, Any]:
          f"sum by (job) (rate(signflow_rejected_requests_total{{{SEL}}}[5m]))"
          " / sum by (job) (signflow:api_requests:rate5m)"),
         ("signflow:api_latency_seconds:p95_5m",
-         "histogram_quantile(0.95, sum by (job, le) "
-         f"(rate(bentoml_service_request_duration_seconds_bucket{{{API}}}[5m])))"),
+         "histogram_quantile(0.95, sum by (job, endpoint, le) "
+         f"(rate(bentoml_service_request_duration_seconds_bucket{{{API}, http_response_code=~\"2..\"}}[5m])))"),
         ("signflow:stage_latency_seconds:p95_5m",
-         "histogram_quantile(0.95, sum by (job, stage, le) "
+         "histogram_quantile(0.95, sum by (job, endpoint, stage, le) "
          f"(rate(signflow_stage_latency_seconds_bucket{{{SEL}}}[5m])))"),
         ("signflow:predictions:rate15m",
          f"sum by (job) (rate(signflow_predictions_total{{{SEL}}}[15m]))"),
         ("signflow:low_confidence:ratio_rate15m",
          f"sum by (job) (rate(signflow_low_confidence_total{{{SEL}}}[15m])) / signflow:predictions:rate15m"),
     ]  # fmt: skip
-    return {"groups": [{"name": RECORDING_GROUP, "rules": [{"record": r, "expr": e} for r, e in rules]}]}
+    groups = [{"name": RECORDING_GROUP, "rules": [{"record": r, "expr": e} for r, e in rules]}]
+    return {"groups": [*groups, {"name": SLO_GROUP, "rules": slo_recording_rules(mp)}]}
+
+
+def slo_recording_rules(mp: MonitoringParams) -> list[dict[str, Any]]:
+    """Per endpoint and window: the share of requests that failed, and of successes that were too slow."""
+    rules: list[dict[str, Any]] = []
+    for window in SLO_WINDOWS:
+        rules.append({
+            "record": f"signflow:slo_errors:ratio_rate{window}",
+            "expr": f'sum by (job, endpoint) (rate(bentoml_service_request_total{{{API}, http_response_code=~"{FAILED_CODES}"}}[{window}]))'
+                    f" / sum by (job, endpoint) (rate(bentoml_service_request_total{{{API}}}[{window}]))",
+        })  # fmt: skip
+        # Each endpoint has its own threshold (bucket); one rule per window joins them with `or`.
+        per_endpoint = []
+        for endpoint, slo in mp.slos.items():
+            selector = f'{SEL}, runner_name="{ENTRY_SERVICE}", endpoint="{endpoint_path(endpoint)}", http_response_code=~"2.."'
+            per_endpoint.append(
+                f"(1 - sum by (job, endpoint) (rate(bentoml_service_request_duration_seconds_bucket{{{selector}, {le_matcher(slo.latency_s)}}}[{window}]))"
+                f" / sum by (job, endpoint) (rate(bentoml_service_request_duration_seconds_count{{{selector}}}[{window}])))"
+            )  # fmt: skip
+        rules.append({"record": f"signflow:slo_slow:ratio_rate{window}", "expr": " or ".join(per_endpoint)})
+    rules.append({
+        "record": "signflow:api_requests:increase1h",
+        "expr": f"sum by (job, endpoint) (increase(bentoml_service_request_total{{{API}}}[1h]))",
+    })  # fmt: skip
+    return rules
+
+
+def runbook(mp: MonitoringParams, alert: str) -> str:
+    return f"{mp.runbook_url}#{alert.lower()}"
+
+
+def _burn_alerts(mp: MonitoringParams) -> list[dict[str, Any]]:
+    """Multiwindow, multi-burn-rate alerts per endpoint and SLO (availability, latency)."""
+    alerts = []
+    for endpoint, slo in mp.slos.items():
+        path = endpoint_path(endpoint)
+        for window in BURN_WINDOWS:
+            for kind, record, budget, what in _slis(slo):
+                name = "availability" if kind == "Error" else "latency"
+                bar = round(window.factor * budget, 6)
+                match = f'{{job="{JOB}", endpoint="{path}"}}'
+                alerts.append({
+                    "alert": f"Signflow{kind}Budget{window.speed}Burn",
+                    "expr": f"signflow:{record}:ratio_rate{window.long}{match} > {bar:g}"
+                            f" and signflow:{record}:ratio_rate{window.short}{match} > {bar:g}"
+                            f" and signflow:api_requests:increase1h{match} >= {mp.slo_min_requests_1h}",
+                    "for": window.hold,
+                    "severity": window.severity,
+                    "summary": f"signflow {path}: {name} error budget burning {window.factor:g}x too fast",
+                    "description": f"More than {bar:.2%} of {path} requests {what} over the last {window.long} and "
+                    f"{window.short} (SLO {_objective(slo, kind)} over {mp.slo_window_days} days; at this rate the "
+                    f"budget lasts {mp.slo_window_days * 24 / window.factor:.0f} h). Job {{{{ $labels.job }}}}.",
+                    "labels": {"slo": name, "endpoint": path},
+                })  # fmt: skip
+    return alerts
+
+
+def _slis(slo: EndpointSLO) -> list[tuple[str, str, float, str]]:
+    """(alert kind, recording-rule name, error budget, what a bad event is)."""
+    return [
+        ("Error", "slo_errors", 1.0 - slo.availability, "failed (5xx, 429)"),
+        ("Latency", "slo_slow", 1.0 - slo.latency_target, f"that succeeded took longer than {slo.latency_s:g} s"),
+    ]
+
+
+def _objective(slo: EndpointSLO, kind: str) -> str:
+    if kind == "Error":
+        return f"{slo.availability:.2%} available"
+    return f"{slo.latency_target:.0%} within {slo.latency_s:g} s"
 
 
 def _alerts(mp: MonitoringParams) -> list[dict[str, Any]]:
-    """Alert definitions: name, expr, for, severity, summary, description."""
-    slo = mp.latency_slo_p95_s
+    """Alert definitions: name, expr, for, severity, summary, description (+ extra labels)."""
     return [
         {
             "alert": "SignflowServiceDown",
@@ -80,25 +194,38 @@ def _alerts(mp: MonitoringParams) -> list[dict[str, Any]]:
             "the service is down or unreachable. Check the pod/container logs.",
         },
         {
+            "alert": "SignflowTargetMissing",
+            "expr": f"absent(up{{{SEL}}})",
+            "for": "10m",
+            "severity": "critical",
+            "summary": "Prometheus has no signflow target at all",
+            "description": "No target of job {{ $labels.job }} has been discovered for 10 minutes: the service is "
+            "not deployed, or its Service/ServiceMonitor/scrape config no longer selects it. Nothing else can alert.",
+        },
+        {
+            "alert": "SignflowMetricsMissing",
+            # Up but blind: /metrics answers with none of the service's series (its multi-process metric
+            # folder was wiped, e.g. by a second server sharing BENTOML_HOME) or with nothing at all.
+            "expr": f"(up{{{SEL}}} == 1 unless on (job, instance) signflow_model_ready{{{SEL}}})"
+            f" or scrape_samples_scraped{{{SEL}}} == 0",
+            "for": "5m",
+            "severity": "critical",
+            "summary": "signflow target {{ $labels.instance }} is up but exports no signflow metrics",
+            "description": "{{ $labels.instance }} answers its scrapes but without signflow_model_ready (or with no "
+            "samples) for 5 minutes: every other alert is blind for it. Usually a second server wiped its "
+            "multi-process metrics folder; restart it with `python -m serving`.",
+        },
+        {
             "alert": "SignflowModelNotReady",
             "expr": f"signflow_model_ready{{{SEL}}} == 0",
-            # Loading a model takes a while after a (re)start; only a stuck load is an incident.
+            # Loading a model and warming up take a while after a (re)start; only a stuck start is an incident.
             "for": "5m",
             "severity": "critical",
             "summary": "signflow on {{ $labels.instance }} runs without a ready model",
-            "description": "signflow_model_ready has been 0 for 5 minutes on {{ $labels.instance }}: "
-            "the model failed to load, predictions are refused. Check the model tag and the service logs.",
+            "description": "signflow_model_ready has been 0 for 5 minutes on {{ $labels.instance }}: the model "
+            "failed to load or warm up, /readyz answers 503. Check the model tag and the service logs.",
         },
-        {
-            "alert": "SignflowHighErrorRate",
-            "expr": f"signflow:api_errors:ratio_rate5m > {mp.error_rate_threshold:g}",
-            "for": "5m",
-            "severity": "critical",
-            "summary": f"More than {mp.error_rate_threshold:.0%} of signflow requests fail with 5xx",
-            "description": "Server errors (HTTP 5xx) above "
-            f"{mp.error_rate_threshold:.0%} of API requests for 5 minutes (job {{{{ $labels.job }}}}). "
-            "See the 'Error ratio by status code' panel and the service logs.",
-        },
+        *_burn_alerts(mp),
         {
             "alert": "SignflowHighRejectionRate",
             "expr": f"signflow:rejected_requests:ratio_rate5m > {mp.rejected_rate_threshold:g}",
@@ -109,15 +236,6 @@ def _alerts(mp: MonitoringParams) -> list[dict[str, Any]]:
             f"{mp.rejected_rate_threshold:.0%} of API requests for 15 minutes (job {{{{ $labels.job }}}}): "
             "a client is broken or the limits in params.yaml serve: are too strict. "
             "See 'Rejected requests by reason'.",
-        },
-        {
-            "alert": "SignflowLatencySLOBreach",
-            "expr": f"signflow:api_latency_seconds:p95_5m > {slo:g}",
-            "for": "10m",
-            "severity": "warning",
-            "summary": f"signflow p95 latency above the {slo:g} s SLO",
-            "description": f"The 95th percentile of API request latency has exceeded {slo:g} s for 10 minutes "
-            "(job {{ $labels.job }}). 'Latency by stage' shows whether decode, preprocess or the model is slow.",
         },
         {
             "alert": "SignflowLowConfidenceSpike",
@@ -143,17 +261,18 @@ def _alerts(mp: MonitoringParams) -> list[dict[str, Any]]:
         },
         {
             "alert": "SignflowNoTraffic",
-            # Expected = this hour yesterday had traffic. `unless` (not `== 0`) also covers request series
+            # Expected = this hour yesterday had traffic, or the 3 h before the last 15 minutes did (so a
+            # service younger than a day is covered too). `unless` (not `== 0`) also covers request series
             # that vanished after a restart; a down target is SignflowServiceDown's job, not this one's.
-            "expr": f"sum by (job) (rate(bentoml_service_request_total{{{API}}}[1h] offset 1d))"
-            f" > {mp.expected_min_rps:g}"
+            "expr": f"(sum by (job) (rate(bentoml_service_request_total{{{API}}}[1h] offset 1d)) > {mp.expected_min_rps:g}"
+            f" or sum by (job) (rate(bentoml_service_request_total{{{API}}}[3h] offset 15m)) > {mp.expected_min_rps:g})"
             f" unless sum by (job) (rate(bentoml_service_request_total{{{API}}}[15m])) > 0"
             f" unless on (job) (up{{{SEL}}} == 0)",
             "for": "15m",
             "severity": "warning",
-            "summary": "signflow receives no requests although it did at this time yesterday",
-            "description": "No API requests for 15+ minutes while the same hour yesterday had more than "
-            f"{mp.expected_min_rps:g} requests/s (job {{{{ $labels.job }}}}): "
+            "summary": "signflow receives no requests although it did before",
+            "description": "No API requests for 15+ minutes while the same hour yesterday, or the 3 hours before, "
+            f"had more than {mp.expected_min_rps:g} requests/s (job {{{{ $labels.job }}}}): "
             "clients, DNS or the ingress may be broken.",
         },
     ]
@@ -168,8 +287,12 @@ def alert_rules(mp: MonitoringParams) -> dict[str, Any]:
                 "alert": alert["alert"],
                 "expr": alert["expr"],
                 "for": alert["for"],
-                "labels": {"severity": alert["severity"]},
-                "annotations": {"summary": alert["summary"], "description": alert["description"]},
+                "labels": {"severity": alert["severity"], **alert.get("labels", {})},
+                "annotations": {
+                    "summary": alert["summary"],
+                    "description": alert["description"],
+                    "runbook_url": runbook(mp, alert["alert"]),
+                },
             }
         )
     return {"groups": [{"name": ALERT_GROUP, "rules": rules}]}
@@ -195,14 +318,96 @@ def _expect(mp: MonitoringParams, name: str, eval_time: str, labels: dict[str, s
     """An alert_rule_test entry: ``labels`` None = must stay silent."""
     if labels is None:
         return {"eval_time": eval_time, "alertname": name, "exp_alerts": []}
-    alert = next(a for a in _alerts(mp) if a["alert"] == name)
-    full = {**labels, "severity": alert["severity"]}
+    alert = next(
+        a for a in _alerts(mp)
+        if a["alert"] == name and a.get("labels", {}).get("endpoint") in (None, labels.get("endpoint"))
+    )  # fmt: skip
+    full = {**labels, "severity": alert["severity"], **alert.get("labels", {})}
     annotations = {key: _render(alert[key], {**full, "alertname": name}) for key in ("summary", "description")}
+    annotations["runbook_url"] = runbook(mp, name)
     return {
         "eval_time": eval_time,
         "alertname": name,
         "exp_alerts": [{"exp_labels": full, "exp_annotations": annotations}],
     }
+
+
+def _burn_tests(mp: MonitoringParams) -> list[dict[str, Any]]:
+    """For the first endpoint with an SLO: each burn alert fires on its burn rate and clears when the
+    errors stop; the fast one ignores a slow burn; too little traffic never fires."""
+    endpoint, slo = next(iter(mp.slos.items()))
+    path = endpoint_path(endpoint)
+    api = {"job": JOB, "instance": "signflow:3000", "endpoint": path, "runner_name": ENTRY_SERVICE,
+           "service_name": ENTRY_SERVICE}  # fmt: skip
+    job = {"job": JOB, "endpoint": path}
+    per_min = 100  # requests a minute: far above the minimum-traffic guard
+    fast, slow = BURN_WINDOWS
+
+    def bad_share(window: BurnWindow, budget: float, over: float) -> int:
+        """Bad requests a minute (of ``per_min``) that burn the budget ``over`` x the window's factor."""
+        return min(per_min, math.ceil(per_min * budget * window.factor * over))
+
+    def requests(code: str, values: str) -> dict[str, str]:
+        return _series("bentoml_service_request_total", {**api, "http_response_code": code}, values)
+
+    def durations(fast_per_min: int, minutes_bad: int, minutes_after: int) -> list[dict[str, str]]:
+        """Successful requests, ``fast_per_min`` of them within the SLO, then all fast."""
+        name = "bentoml_service_request_duration_seconds"
+        labels = {**api, "http_response_code": "200"}
+        within = f"0+{fast_per_min}x{minutes_bad} {fast_per_min * minutes_bad}+{per_min}x{minutes_after}"
+        total = f"0+{per_min}x{minutes_bad + minutes_after}"
+        return [
+            _series(f"{name}_bucket", {**labels, "le": repr(float(slo.latency_s))}, within),
+            _series(f"{name}_count", labels, total),
+            requests("200", total),
+        ]
+
+    availability_budget, latency_budget = 1.0 - slo.availability, 1.0 - slo.latency_target
+    tests = []
+    for window, over_minutes, clear_at in ((fast, 30, "50m"), (slow, 90, "140m")):
+        bad = bad_share(window, availability_budget, 2.0)
+        stop = over_minutes
+        tests.append({
+            "name": f"SignflowErrorBudget{window.speed}Burn: {bad}% of {path} requests fail, then none",
+            "interval": "1m",
+            "input_series": [
+                requests("200", f"0+{per_min - bad}x{stop} {(per_min - bad) * stop}+{per_min}x60"),
+                requests("503", f"0+{bad}x{stop} {bad * stop}+0x60"),
+            ],
+            "alert_rule_test": [
+                _expect(mp, f"SignflowErrorBudget{window.speed}Burn", f"{stop}m", job),
+                _expect(mp, f"SignflowErrorBudget{window.speed}Burn", clear_at, None),  # cleared by the short window
+            ],
+        })  # fmt: skip
+        fast_share = per_min - bad_share(window, latency_budget, 1.5)
+        tests.append({
+            "name": f"SignflowLatencyBudget{window.speed}Burn: {per_min - fast_share}% of {path} answers too slow, then none",
+            "interval": "1m",
+            "input_series": durations(fast_share, stop, 60),
+            "alert_rule_test": [
+                _expect(mp, f"SignflowLatencyBudget{window.speed}Burn", f"{stop}m", job),
+                _expect(mp, f"SignflowLatencyBudget{window.speed}Burn", clear_at, None),
+            ],
+        })  # fmt: skip
+    # A slow burn (between the two factors) pages nobody fast; a trickle of traffic never fires.
+    between = math.ceil(per_min * availability_budget * (fast.factor + slow.factor) / 2)
+    tests.append({
+        "name": f"SignflowErrorBudgetFastBurn: a slow burn ({between}% failing) stays silent",
+        "interval": "1m",
+        "input_series": [requests("200", f"0+{per_min - between}x90"), requests("503", f"0+{between}x90")],
+        "alert_rule_test": [_expect(mp, "SignflowErrorBudgetFastBurn", "60m", None),
+                            _expect(mp, "SignflowErrorBudgetSlowBurn", "60m", job)],
+    })  # fmt: skip
+    if mp.slo_min_requests_1h >= 2:
+        every = math.ceil(60 / (mp.slo_min_requests_1h // 2))  # minutes between requests: under half the guard
+        tests.append({
+            "name": f"Burn-rate alerts: one request every {every} min, all failing, is too little traffic to judge",
+            "interval": f"{every}m",
+            "input_series": [requests("503", f"0+1x{8 * 60 // every}")],
+            "alert_rule_test": [_expect(mp, "SignflowErrorBudgetFastBurn", "7h", None),
+                                _expect(mp, "SignflowErrorBudgetSlowBurn", "7h", None)],
+        })  # fmt: skip
+    return tests
 
 
 def alert_tests(mp: MonitoringParams) -> dict[str, dict[str, Any]]:
@@ -214,20 +419,14 @@ def alert_tests(mp: MonitoringParams) -> dict[str, dict[str, Any]]:
     api = {**inst, "endpoint": "/predict_video", "runner_name": ENTRY_SERVICE, "service_name": ENTRY_SERVICE}
     job_only = {"job": JOB}
     rejected_labels = {**inst, "endpoint": "predict_video", "reason": "not_video"}
-    slo = mp.latency_slo_p95_s
     psi = mp.drift_psi_threshold
-    # Per-5m request increments that make yesterday's rate 10x the "expected traffic" bar.
+    # Per-5m request increments that make the expected rate 10x the "expected traffic" bar.
     per_5m = max(1, math.ceil(mp.expected_min_rps * 300 * 10))
     day_plus = 300  # 300 x 5m = 25 h of history, so "1 h ago yesterday" is inside it
 
     def requests(code: str, values: str) -> dict[str, str]:
         return _series("bentoml_service_request_total", {**api, "http_response_code": code}, values)
 
-    def latency(le_values: dict[str, str]) -> list[dict[str, str]]:
-        name = "bentoml_service_request_duration_seconds_bucket"
-        return [_series(name, {**api, "http_response_code": "200", "le": le}, v) for le, v in le_values.items()]
-
-    fast, slow = repr(slo / 10), repr(slo * 10)
     tests: list[dict[str, Any]] = [
         {
             "name": "SignflowServiceDown: fires after 2m of up == 0, silent while up",
@@ -242,6 +441,54 @@ def alert_tests(mp: MonitoringParams) -> dict[str, dict[str, Any]]:
             ],
         },
         {
+            "name": "SignflowTargetMissing: no signflow target at all fires, one target stays silent",
+            "interval": "1m",
+            "input_series": [_series("up", {"job": "node", "instance": "n:9100"}, "1+0x20")],
+            "alert_rule_test": [_expect(mp, "SignflowTargetMissing", "5m", None),  # pending
+                                _expect(mp, "SignflowTargetMissing", "15m", job_only)],  # fmt: skip
+        },
+        {
+            "name": "SignflowTargetMissing: healthy",
+            "interval": "1m",
+            "input_series": [_series("up", inst, "1+0x20")],
+            "alert_rule_test": [_expect(mp, "SignflowTargetMissing", "15m", None)],
+        },
+        {
+            "name": "SignflowMetricsMissing: up but the metrics were wiped (no model_ready, 0 samples) fires",
+            "interval": "1m",
+            "input_series": [
+                _series("up", inst, "1+0x20"),
+                _series("scrape_samples_scraped", inst, "250 250 0+0x18"),
+                _series("signflow_model_ready", inst, "1 1 _x18"),  # the series vanish with the folder
+                _series("up", {**inst, "instance": "ok:3000"}, "1+0x20"),
+                _series("scrape_samples_scraped", {**inst, "instance": "ok:3000"}, "250+0x20"),
+                _series("signflow_model_ready", {**inst, "instance": "ok:3000"}, "1+0x20"),
+            ],
+            "alert_rule_test": [
+                _expect(mp, "SignflowMetricsMissing", "4m", None),  # pending
+                _expect(mp, "SignflowMetricsMissing", "15m", inst),
+            ],
+        },
+        {
+            "name": "SignflowMetricsMissing: an empty scrape (0 samples) of a target fires",
+            "interval": "1m",
+            "input_series": [
+                _series("up", inst, "1+0x20"),
+                _series("scrape_samples_scraped", inst, "0+0x20"),
+            ],
+            "alert_rule_test": [_expect(mp, "SignflowMetricsMissing", "15m", inst)],
+        },
+        {
+            "name": "SignflowMetricsMissing: healthy",
+            "interval": "1m",
+            "input_series": [
+                _series("up", inst, "1+0x20"),
+                _series("scrape_samples_scraped", inst, "250+0x20"),
+                _series("signflow_model_ready", inst, "1+0x20"),
+            ],
+            "alert_rule_test": [_expect(mp, "SignflowMetricsMissing", "15m", None)],
+        },
+        {
             "name": "SignflowModelNotReady: fires after 5m without a model",
             "interval": "1m",
             "input_series": [
@@ -253,21 +500,19 @@ def alert_tests(mp: MonitoringParams) -> dict[str, dict[str, Any]]:
                 _expect(mp, "SignflowModelNotReady", "10m", inst),
             ],
         },
+        *_burn_tests(mp),
         {
-            "name": "SignflowHighErrorRate: all requests 5xx fire",
-            "interval": "1m",
-            "input_series": [requests("500", "0+10x20"), requests("200", "0+0x20")],
-            "alert_rule_test": [_expect(mp, "SignflowHighErrorRate", "15m", job_only)],
-        },
-        {
-            "name": "SignflowHighErrorRate: healthy (no 5xx, /metrics scrapes ignored) stays silent",
+            "name": "Burn-rate alerts: healthy traffic (no 5xx, 404s and /metrics scrapes ignored) stays silent",
             "interval": "1m",
             "input_series": [
-                requests("200", "0+10x20"),
+                requests("200", "0+100x90"),
                 _series("bentoml_service_request_total", {**api, "endpoint": "/metrics", "http_response_code": "500"},
-                        "0+10x20"),
+                        "0+100x90"),
+                _series("bentoml_service_request_total", {**api, "endpoint": "/favicon.ico", "http_response_code": "404"},
+                        "0+100x90"),
             ],  # fmt: skip
-            "alert_rule_test": [_expect(mp, "SignflowHighErrorRate", "15m", None)],
+            "alert_rule_test": [_expect(mp, name, "85m", None) for name in sorted({
+                a["alert"] for a in _burn_alerts(mp)})],  # fmt: skip
         },
         {
             "name": "SignflowHighRejectionRate: all requests rejected fire, none rejected stays silent",
@@ -289,18 +534,6 @@ def alert_tests(mp: MonitoringParams) -> dict[str, dict[str, Any]]:
                 _series("signflow_rejected_requests_total", rejected_labels, "0+0x30"),
             ],
             "alert_rule_test": [_expect(mp, "SignflowHighRejectionRate", "25m", None)],
-        },
-        {
-            "name": "SignflowLatencySLOBreach: every request ~10x the SLO fires",
-            "interval": "1m",
-            "input_series": latency({fast: "0+0x25", slow: "0+10x25", "+Inf": "0+10x25"}),
-            "alert_rule_test": [_expect(mp, "SignflowLatencySLOBreach", "20m", job_only)],
-        },
-        {
-            "name": "SignflowLatencySLOBreach: every request under a tenth of the SLO stays silent",
-            "interval": "1m",
-            "input_series": latency({fast: "0+10x25", slow: "0+10x25", "+Inf": "0+10x25"}),
-            "alert_rule_test": [_expect(mp, "SignflowLatencySLOBreach", "20m", None)],
         },
         {
             "name": "SignflowLowConfidenceSpike: all predictions low-confidence fire",
@@ -362,6 +595,16 @@ def alert_tests(mp: MonitoringParams) -> dict[str, dict[str, Any]]:
             "alert_rule_test": [_expect(mp, "SignflowNoTraffic", "26h", job_only)],
         },
         {
+            "name": "SignflowNoTraffic: on its first day, traffic of the last 3 h stops",
+            "interval": "5m",
+            "input_series": [
+                requests("200", f"0+{per_5m}x36 {per_5m * 36}+0x12"),  # 3 h of traffic, then 1 h of none
+                _series("up", inst, "1+0x48"),
+            ],
+            "alert_rule_test": [_expect(mp, "SignflowNoTraffic", "3h15m", None),  # silent for < 15m: pending
+                                _expect(mp, "SignflowNoTraffic", "3h45m", job_only)],  # fmt: skip
+        },
+        {
             "name": "SignflowNoTraffic: steady traffic stays silent",
             "interval": "5m",
             "input_series": [
@@ -394,4 +637,5 @@ def alert_tests(mp: MonitoringParams) -> dict[str, dict[str, Any]]:
 
 
 def alert_names(mp: MonitoringParams) -> list[str]:
-    return [alert["alert"] for alert in _alerts(mp)]
+    """Every alert name once (burn-rate alerts have one rule per endpoint)."""
+    return list(dict.fromkeys(alert["alert"] for alert in _alerts(mp)))
