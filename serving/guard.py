@@ -17,12 +17,14 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import threading
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
 from serving.metrics import metrics
+from signflow.config import UNKNOWN_PATH_LABEL
 
 log = logging.getLogger("signflow.serving")
 
@@ -35,7 +37,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 REASON_HEADER = b"x-signflow-reason"
 API_KEY_HEADER = b"x-api-key"
 # The label value for a path under a protected prefix that is no endpoint (e.g. /predict_video/x).
-OTHER_ENDPOINT = "other"
+OTHER_ENDPOINT = UNKNOWN_PATH_LABEL
 # Reasons for statuses nobody named (BentoML's validation, limiter, timeout, errors).
 DEFAULT_REASONS = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large",
                    415: "unsupported_media_type", 422: "invalid_request", 429: "overloaded", 500: "internal_error",
@@ -319,3 +321,63 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
         return await receive()
 
     return replay
+
+
+_RAW_PATH = "signflow.raw_path"
+
+
+def install_under_request_metrics(
+    wrap: Callable[[ASGIApp], ASGIApp], *, known_paths: frozenset[str], unknown_label: str
+) -> None:
+    """Put ``wrap`` (the guard) right under BentoML's request metrics, and bound their path label.
+
+    BentoML builds every server's middleware stack as: request metrics (outermost), tracing,
+    access log, timeout (504), concurrency limit (503), then the service's own middlewares. A
+    service middleware never sees the 503/504 answers, so it cannot give them the documented
+    error body or count them. Installed here, the guard sees every answer, and BentoML's metrics
+    still count the guard's own refusals. The same hook bounds the metrics' ``endpoint`` label:
+    BentoML labels it with the raw path, so every scanner 404 made new series (4 junk requests,
+    83 series); any path not in ``known_paths`` is shown to the metrics as ``unknown_label`` and
+    restored for routing, so no response changes.
+
+    Done by swapping BentoML's request-metrics middleware class for a subclass (BentoML is pinned
+    in requirements.txt; a test fails if the class moves). Call at service import, before
+    BentoML builds its app; :func:`guard_installed` tells whether the app took it.
+    """
+    from bentoml._internal.server.http import instruments
+
+    base = instruments.RunnerTrafficMetricsMiddleware
+    if getattr(base, "bounded_paths", None) is not None:
+        return
+
+    class GuardedRequestMetrics(base):  # type: ignore[misc, valid-type]
+        bounded_paths = known_paths
+
+        def __init__(self, app: ASGIApp, **options: Any) -> None:
+            super().__init__(_restoring_path(wrap(app)), **options)
+            _INSTALLED.set()
+
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] == "http" and scope.get("path") not in known_paths:
+                scope = {**scope, "path": unknown_label, _RAW_PATH: scope.get("path", "")}
+            await super().__call__(scope, receive, send)
+
+    instruments.RunnerTrafficMetricsMiddleware = GuardedRequestMetrics
+
+
+_INSTALLED = threading.Event()
+
+
+def guard_installed() -> bool:
+    """Whether a server app was built with the guard (BentoML builds it with metrics enabled)."""
+    return _INSTALLED.is_set()
+
+
+def _restoring_path(app: ASGIApp) -> ASGIApp:
+    async def restored(scope: Scope, receive: Receive, send: Send) -> None:
+        if _RAW_PATH in scope:
+            scope = {**scope, "path": scope[_RAW_PATH]}
+            del scope[_RAW_PATH]
+        await app(scope, receive, send)
+
+    return restored

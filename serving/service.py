@@ -37,8 +37,9 @@ from pydantic import BeforeValidator, Field
 from starlette.responses import JSONResponse
 
 from serving.config import load_config
-from serving.guard import REASON_HEADER, FormFields, GuardMiddleware
+from serving.guard import REASON_HEADER, FormFields, GuardMiddleware, guard_installed, install_under_request_metrics
 from serving.metrics import STAGES, drift_gauge, metrics, start_process_sampler
+from signflow.config import SERVICE_PATHS, SERVING_ENDPOINTS, UNKNOWN_PATH_LABEL
 
 log = logging.getLogger("signflow.serving")
 
@@ -61,7 +62,7 @@ STATUS = {
     "batch_too_large": 413, "bad_shape": 400, "bad_npy": 400, "bad_dtype": 400, "empty_batch": 400, "bad_top_k": 400,
     "model_mismatch": 400, "landmarks_unavailable": 503, "cancelled": 504,
 }
-ENDPOINTS = ("predict_video", "predict_frames", "predict_landmarks")
+ENDPOINTS = SERVING_ENDPOINTS
 # Sequential model calls before /readyz says ready: BentoML's adaptive batcher spends its first
 # ~11 calls per model worker calibrating one clip at a time and sheds (503) whatever queues past
 # max_latency_ms meanwhile. Measured: 37 x 503 in the first 7 s of a cold 16-client load without it.
@@ -194,6 +195,9 @@ class SignflowModel:
         self.clips = int(folder["params"].get("evaluate", {}).get("clips", 1))
         log.info("model %s loaded on %s (clips=%d, torch threads=%d)", CONFIG.model_tag, self.device, self.clips,
                  torch.get_num_threads())
+        # This worker's part of signflow_model_ready (livemin over all workers): loaded. The API
+        # workers add theirs once warmed up.
+        metrics().model_ready.set(1)
 
     @bentoml.api(batchable=True, max_batch_size=SERVE.max_batch_size, max_latency_ms=SERVE.max_latency_ms)
     def logits(self, stored: np.ndarray) -> np.ndarray:
@@ -304,6 +308,9 @@ class Signflow:
     @bentoml.on_startup
     async def start_warm_up(self) -> None:
         """Warm up in the background; ``/readyz`` answers 503 until it is done."""
+        if not guard_installed():  # never serve without the size limit and API key check
+            raise RuntimeError("the request guard is not installed: BentoML request metrics are disabled "
+                               "(api_server.metrics.enabled: false); signflow needs them on")
         self._warm_up_task = asyncio.get_running_loop().create_task(self._warm_up())
 
     async def __is_ready__(self) -> bool:
@@ -646,12 +653,16 @@ def _form_fields(endpoint: str) -> FormFields:
     return FormFields(files=files, values=frozenset(spec.model_fields) - files)
 
 
-Signflow.add_asgi_middleware(
-    GuardMiddleware,
-    protected_prefixes=tuple(f"/{endpoint}" for endpoint in ENDPOINTS),
-    max_body_bytes=int(SERVE.max_upload_mb * 1024**2),
-    api_key=_api_key(),
-    form_fields={endpoint: _form_fields(endpoint) for endpoint in ENDPOINTS},
+install_under_request_metrics(
+    lambda app: GuardMiddleware(
+        app,
+        protected_prefixes=tuple(f"/{endpoint}" for endpoint in ENDPOINTS),
+        max_body_bytes=int(SERVE.max_upload_mb * 1024**2),
+        api_key=_api_key(),
+        form_fields={endpoint: _form_fields(endpoint) for endpoint in ENDPOINTS},
+    ),
+    known_paths=frozenset(SERVICE_PATHS),
+    unknown_label=UNKNOWN_PATH_LABEL,
 )
 
 
@@ -662,12 +673,21 @@ async def _cancellable(work: Callable[..., Any], *args: Any) -> Any:
 
     cancel = threading.Event()
     limits = video_io.DecodeLimits(cancel=cancel, max_frames=SERVE.max_frames, max_duration_s=SERVE.max_duration_s)
+    ended = [0.0]
+
+    def run() -> Any:
+        try:
+            return work(*args)
+        finally:
+            if cancel.is_set():
+                log.info("decoding stopped %.2f s after its request ended", time.perf_counter() - ended[0])
+
     with video_io.decode_limits(limits):
         try:
-            return await asyncio.to_thread(work, *args)
+            return await asyncio.to_thread(run)
         except asyncio.CancelledError:
+            ended[0] = time.perf_counter()
             cancel.set()
-            log.info("request ended during decoding: decoder stopped")
             raise
 
 

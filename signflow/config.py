@@ -300,6 +300,16 @@ class ServeParams(StrictModel):
 
 # The service's prediction endpoints (serving/service.py): SLOs, metric labels and alerts are per endpoint.
 SERVING_ENDPOINTS = ("predict_video", "predict_frames", "predict_landmarks")
+# The web page's files (serving/static; a test keeps the two equal).
+SERVING_STATIC_FILES = ("app.js", "index.html", "style.css")
+# Every path the service's metrics may name: the endpoints, BentoML's system routes, the web page and
+# the model service's /logits. Any other path (a 404 from a scanner, /favicon.ico) is labelled
+# UNKNOWN_PATH_LABEL, in the service and again at scrape time, so junk paths cannot create series.
+SERVICE_PATHS = (
+    *(f"/{endpoint}" for endpoint in SERVING_ENDPOINTS), "/", "/logits", "/metrics", "/livez", "/readyz", "/healthz",
+    "/docs.json", "/schema.json", "/ui/config.json", *(f"/static/{name}" for name in SERVING_STATIC_FILES),
+)
+UNKNOWN_PATH_LABEL = "other"
 # Upper bounds of BentoML's request-duration histogram buckets: a latency SLO threshold must be one
 # of them, or the "fast enough" ratio cannot be read off the histogram exactly.
 BENTOML_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 180.0)

@@ -218,3 +218,102 @@ def test_metrics_follow_the_monitoring_contract(server: Served, clip) -> None:
     assert value("signflow_prediction_drift_psi") >= 0
     assert "bentoml_service_request_total" in text and "bentoml_service_request_duration_seconds" in text
     assert "bentoml_service_adaptive_batch_size" in text
+
+
+def _png_bytes(tmp_path: Path) -> bytes:
+    import subprocess
+
+    png = tmp_path / "photo.png"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=64x48", "-frames:v", "1",
+                    str(png)], check=True)  # fmt: skip
+    return png.read_bytes()
+
+
+def test_malformed_forms_are_400s_with_a_reason_never_500(server: Served, clip, tmp_path: Path) -> None:
+    """The exact requests that got 500 (BentoML json.loads a binary part it does not expect) or a
+    misleading reason, as a client library sends them."""
+    mp4 = clip[0].read_bytes()
+    url = f"{server.url}/predict_video"
+    cases = [
+        ("binary part not named video", dict(files={"file": ("clip.mp4", mp4, "video/mp4")}), "unknown_field"),
+        ("an extra binary part", dict(files={"video": ("clip.mp4", mp4, "video/mp4"),
+                                             "thumbnail": ("t.jpg", b"\xff\xd8\xff", "image/jpeg")}), "unknown_field"),
+        ("video as a urlencoded value (a URL)", dict(data={"video": "http://169.254.169.254/latest"}), "invalid_request"),
+        ("top_k sent as a file", dict(files={"video": ("clip.mp4", mp4, "video/mp4"),
+                                             "top_k": ("k", b"3", "application/json")}), "invalid_request"),
+        ("a PNG renamed .mp4", dict(files={"video": ("clip.mp4", _png_bytes(tmp_path), "video/mp4")}), "not_video"),
+        ("garbage named .mp4", dict(files={"video": ("clip.mp4", b"\x00junk" * 200, "video/mp4")}), "not_video"),
+    ]
+    for label, request, reason in cases:
+        response = requests.post(url, headers=AUTH, timeout=30, **request)
+        assert response.status_code == 400, f"{label}: {response.status_code} {response.text}"
+        body = response.json()
+        assert body["error"] == reason, f"{label}: {body}"
+        # No server temp names, folders or FFmpeg errno numbers in what the client sees.
+        assert "Errno" not in body["detail"] and "/tmp" not in body["detail"] and "tmp" not in body["detail"], body
+        assert_still_serving(server, clip)
+    junk = requests.post(f"{url}/evil_5393", files={"video": ("c.mp4", mp4, "video/mp4")}, headers=AUTH, timeout=30)
+    assert junk.status_code == 404 and set(junk.json()) == {"error", "detail"}
+    metrics = requests.get(f"{server.url}/metrics", timeout=5).text
+    assert "evil_5393" not in metrics
+    assert 'signflow_rejected_requests_total{endpoint="other",reason="not_found"}' in metrics
+
+
+def test_refused_inputs_log_one_line_not_a_traceback(server: Served, clip) -> None:
+    before = server.log.read_text()
+    for _ in range(3):
+        assert post_video(server, clip[0].read_bytes(), content_type="text/plain").status_code == 415
+        assert post_video(server, clip[0].read_bytes(), top_k="many").status_code == 400
+    new = server.log.read_text()[len(before):]
+    assert "Traceback" not in new and "ERROR" not in new, new[-3000:]
+
+
+def test_ready_only_once_warmed_up(server: Served) -> None:
+    log = server.log.read_text()
+    assert re.search(r"warm-up done in [0-9.]+ s: ready", log), log[-2000:]
+    metrics = requests.get(f"{server.url}/metrics", timeout=5).text
+    assert re.search(r"^signflow_model_ready 1\.0$", metrics, re.M)
+
+
+def test_a_raw_stream_is_cut_at_the_frame_limit_while_decoding(server: Served, tmp_path: Path) -> None:
+    """Raw H.264 has no frame count or duration to probe: the limit applies while decoding."""
+    import subprocess
+
+    raw = tmp_path / "stream.h264"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=25", "-frames:v",
+                    "400", "-c:v", "libx264", "-preset", "ultrafast", "-f", "h264", str(raw)], check=True)  # fmt: skip
+    assert video.probe(raw).num_frames <= 300  # the probe cannot see the 400 frames
+    response = post_video(server, raw.read_bytes(), name="stream.h264")
+    assert response.status_code == 413 and response.json()["error"] == "too_many_frames", response.text
+
+
+@pytest.fixture(scope="module")
+def short_timeout_server(tmp_path_factory: pytest.TempPathFactory) -> Served:
+    folder = tmp_path_factory.mktemp("served-timeout")
+    serve = {"request_timeout_s": 1.0, "max_frames": 100_000, "max_duration_s": 3600.0, "max_upload_mb": 20.0}
+    with bentoml_serve(folder, serve) as served:
+        yield served
+
+
+def test_a_decode_stops_when_its_request_times_out(short_timeout_server: Served, tmp_path: Path) -> None:
+    """A 1080p raw H.264 stream (no duration metadata) that takes longer to decode than the
+    request timeout: the client gets a shaped 504, and the decode stops within a frame or so,
+    not when the file ends."""
+    import subprocess
+    import time
+
+    raw = tmp_path / "long.h264"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "color=c=gray:size=1920x1080:rate=30",
+                    "-frames:v", "3000", "-c:v", "libx264", "-preset", "ultrafast", "-f", "h264", str(raw)],
+                   check=True)  # fmt: skip
+    served = short_timeout_server
+    response = requests.post(f"{served.url}/predict_video", files={"video": ("long.h264", raw.read_bytes(), "video/mp4")},
+                             timeout=60)  # fmt: skip
+    assert response.status_code == 504, response.text
+    assert set(response.json()) == {"error", "detail"} and response.json()["error"] in ("timeout", "cancelled")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and "decoding stopped" not in served.log.read_text():
+        time.sleep(0.2)
+    stopped = re.search(r"decoding stopped ([0-9.]+) s after its request ended", served.log.read_text())
+    assert stopped, served.log.read_text()[-3000:]
+    assert float(stopped.group(1)) < 2.0  # 3000 1080p frames would take far longer

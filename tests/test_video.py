@@ -54,3 +54,44 @@ def test_too_many_frames_and_empty_range(make_video) -> None:
     with pytest.raises(video.VideoError) as caught:
         video.read_frames(path, 10, 12)
     assert caught.value.reason == "no_frames"
+
+
+def test_a_still_image_renamed_mp4_is_not_video(tmp_path: Path) -> None:
+    png = tmp_path / "photo.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=64x48", "-frames:v", "1",
+                    "-f", "image2", "-c:v", "png", str(png)], check=True)  # fmt: skip
+    for call in (video.probe, lambda p: list(video.iter_frames(p))):
+        with pytest.raises(video.VideoError) as caught:
+            call(png)
+        assert caught.value.reason == "not_video" and "still image (png)" in caught.value.detail
+
+
+def test_garbage_is_refused_without_ffmpeg_errno_or_server_paths(tmp_path: Path) -> None:
+    garbage = tmp_path / "upload-7f3a.mp4"
+    garbage.write_bytes(b"\x00\x01junk" * 100)
+    with pytest.raises(video.VideoError) as caught:
+        video.probe(garbage)
+    assert caught.value.reason == "not_video"
+    assert "Errno" not in caught.value.detail and str(tmp_path) not in caught.value.detail
+
+
+def test_decode_limits_stop_a_decode_while_it_runs(make_video) -> None:
+    import threading
+
+    path, _ = make_video(num_frames=12)
+    cancel = threading.Event()
+    decoded = []
+    with video.decode_limits(video.DecodeLimits(cancel=cancel)), pytest.raises(video.VideoError) as caught:
+        for index, _ in video.iter_frames(path):
+            decoded.append(index)
+            if index == 3:
+                cancel.set()  # the request timed out: the next frame stops the decode
+    assert caught.value.reason == "cancelled" and decoded == [0, 1, 2, 3]
+
+    with video.decode_limits(video.DecodeLimits(max_frames=5)), pytest.raises(video.VideoError) as caught:
+        video.read_frames(path)
+    assert caught.value.reason == "too_large"
+    with video.decode_limits(video.DecodeLimits(max_duration_s=0.2)), pytest.raises(video.VideoError) as caught:
+        video.read_frames(path)  # 12 frames at 25 fps: frame 6 starts at 0.24 s
+    assert caught.value.reason == "too_long"
+    np.testing.assert_array_equal(video.read_frames(path), video.read_frames(path))  # no limits outside the block

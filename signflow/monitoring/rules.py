@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from signflow.config import SERVING_ENDPOINTS, EndpointSLO, MonitoringParams
+from signflow.config import SERVICE_PATHS, SERVING_ENDPOINTS, UNKNOWN_PATH_LABEL, EndpointSLO, MonitoringParams
 
 # The Prometheus job that scrapes the service. prometheus.yml's job_name, the docker-compose service
 # and the Kubernetes Service (a ServiceMonitor names the job after the Service) must all use it.
@@ -28,11 +28,9 @@ API_ENDPOINTS = "/(" + "|".join(SERVING_ENDPOINTS) + ")"
 # Every value the `endpoint` label may take on the service's series (BentoML's paths and the service's
 # own names); prometheus.yml and the ServiceMonitor drop any other series at scrape time
 # (metric_relabel_configs), so junk paths cannot create series. Tested against both files.
-STATIC_FILES = ("app.js", "index.html", "style.css")
-KNOWN_ENDPOINT_LABELS = (
-    "|/|/?(" + "|".join(SERVING_ENDPOINTS) + ")|other"
-    r"|/(logits|metrics|livez|readyz|healthz|docs\.json|schema\.json|ui/config\.json|static/("
-    + "|".join(re.escape(name) for name in STATIC_FILES) + "))"
+KNOWN_ENDPOINT_LABELS = "|".join(
+    # absent; BentoML's paths; the service's own endpoint names (signflow_* series); junk
+    ["", *(re.escape(path) for path in SERVICE_PATHS), *SERVING_ENDPOINTS, UNKNOWN_PATH_LABEL]
 )
 
 
