@@ -75,9 +75,13 @@ def test_thresholds_come_from_params(mp) -> None:
     assert by_name[("SignflowPredictionDrift", None)]["expr"].endswith("> 0.4")
     recording = files[build.RECORDING]
     assert 'endpoint="/predict_frames", http_response_code=~"2..", le=~"5\\\\.0|5"' in recording
+    # The burn-rate panels divide by the per-endpoint budget series the recording rules make.
+    budgets = {(r["record"], r["labels"]["endpoint"]): r["expr"] for g in yaml.safe_load(recording)["groups"]
+               for r in g["rules"] if r["record"].endswith(":budget")}  # fmt: skip
+    assert budgets[("signflow:slo_errors:budget", "/predict_video")] == "vector(0.001)"
     dashboard = json.loads(files[build.DASHBOARD])
     burn = next(p for p in dashboard["panels"] if p["title"].startswith("SLO: error-budget burn"))
-    assert any(t["expr"].endswith("/ 0.001") and "/predict_video" in t["expr"] for t in burn["targets"])
+    assert any("group_left signflow:slo_errors:budget" in t["expr"] for t in burn["targets"])
 
 
 @pytest.mark.parametrize(

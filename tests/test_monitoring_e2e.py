@@ -11,6 +11,7 @@ import contextlib
 import math
 import os
 import shutil
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -37,7 +38,7 @@ PROMETHEUS = shutil.which("prometheus")
 DRIFT_WINDOW = 10
 GOOD_FRAMES = 12  # /predict_frames clips; with the videos, more predictions than the drift window
 # Grafana's variables as a user would have them: the job picked, 1 s scrapes -> a short rate window.
-GRAFANA_VALUES = {"job": JOB, "__rate_interval": "1m", "__interval": "15s", "__range": "10m", "datasource": ""}
+GRAFANA_VALUES = {"job": JOB, "instance": ".*", "__rate_interval": "1m", "__interval": "15s", "__range": "10m", "datasource": ""}
 
 pytestmark = [
     pytest.mark.slow,
@@ -47,12 +48,18 @@ pytestmark = [
 
 
 @contextlib.contextmanager
-def run_prometheus(folder: Path, target: str) -> Iterator[str]:
-    """Prometheus with monitoring/prometheus.yml, only the target, intervals and storage changed."""
+def run_prometheus(folder: Path, target: str, *, alert_for: str | None = None) -> Iterator[str]:
+    """Prometheus with monitoring/prometheus.yml, only the target, intervals and storage changed.
+
+    ``alert_for`` replaces every alert's ``for`` duration (in a copy of the rules), so an alert can
+    fire within a test's minutes; the promtool tests check the real durations.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     config = yaml.safe_load((MONITORING / "prometheus.yml").read_text())
     config["global"].update({"scrape_interval": "1s", "evaluation_interval": "1s"})
     config["rule_files"] = [str(MONITORING / rule_file) for rule_file in config["rule_files"]]
+    if alert_for is not None:
+        config["rule_files"] = [str(_with_alert_for(Path(path), folder, alert_for)) for path in config["rule_files"]]
     job = next(job for job in config["scrape_configs"] if job["job_name"] == JOB)
     job["static_configs"] = [{"targets": [target]}]
     config["scrape_configs"] = [job]  # no node-exporter here
@@ -66,6 +73,17 @@ def run_prometheus(folder: Path, target: str) -> Iterator[str]:
         wait_until(lambda: requests.get(f"{url}/-/ready", timeout=2).status_code == 200, 30, "Prometheus ready",
                    process=process, log=log)  # fmt: skip
         yield url
+
+
+def _with_alert_for(rule_file: Path, folder: Path, duration: str) -> Path:
+    rules = yaml.safe_load(rule_file.read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            if "alert" in rule:
+                rule["for"] = duration
+    copy = folder / rule_file.name
+    copy.write_text(yaml.safe_dump(rules))
+    return copy
 
 
 def query(prom: str, expr: str) -> list[dict[str, Any]]:
@@ -106,7 +124,7 @@ def send_traffic(url: str, folder: Path) -> dict[str, int]:
     # BentoML's batch-size histogram appear on first use): a first wave of bad requests and one good
     # clip, scraped, makes the second wave's rise visible, as steady production traffic would.
     bad = bad_requests()
-    warm_up = [frames(clips[0])]
+    warm_up = [frames(clips[0]), upload("clip.mp4", good_video.read_bytes(), "video/mp4")]
     time.sleep(2.5)  # > 2 scrape intervals
     with ThreadPoolExecutor(4) as pool:
         good = list(pool.map(frames, clips))
@@ -210,3 +228,84 @@ def test_alerts_evaluate_on_live_series(stack: dict[str, Any]) -> None:
     wait_until(lambda: query(prom, 'ALERTS{alertname="SignflowPredictionDrift"}'), 15, "drift alert pending")
     # The service is up and its model ready: those alerts stay quiet.
     assert not query(prom, 'ALERTS{alertname=~"SignflowServiceDown|SignflowModelNotReady"}')
+
+
+# ----------------------------------------------------------------------------- alerts firing for real
+
+
+@pytest.fixture(scope="module")
+def alerting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The service with a 1 s request timeout (a slow upload becomes a real 504) and its own metrics
+    folder at a known place; Prometheus with the project's rules, every ``for`` set to 0 s."""
+    folder = tmp_path_factory.mktemp("alerting")
+    metrics_dir = folder / "metrics"
+    serve = {"request_timeout_s": 1.0, "max_frames": 100_000, "max_duration_s": 3600.0, "max_upload_mb": 20.0}
+    with bentoml_serve(folder / "serve", serve, extra_env={"SIGNFLOW_METRICS_DIR": str(metrics_dir)}) as served:
+        with run_prometheus(folder / "prometheus", urlparse(served.url).netloc, alert_for="0s") as prom:
+            wait_until(lambda: [s["value"][1] for s in query(prom, f'up{{job="{JOB}"}}')] == ["1"], 30, "first scrape")
+            yield {"prom": prom, "served": served, "metrics_dir": metrics_dir, "folder": folder}
+
+
+def firing(prom: str, alertname: str, **labels: str) -> list[dict[str, Any]]:
+    matchers = "".join(f', {key}="{value}"' for key, value in labels.items())
+    return query(prom, f'ALERTS{{alertname="{alertname}", alertstate="firing"{matchers}}}')
+
+
+def test_server_errors_fire_the_burn_rate_alert_and_recovery_clears_it(alerting: dict[str, Any]) -> None:
+    """Real 5xx (uploads that outlive the request timeout: 504) burn the /predict_video error budget
+    past the fast-burn rate in both windows: the page fires. Good traffic then brings both windows
+    under the threshold: it clears. No other endpoint's alert fires."""
+    import subprocess
+
+    prom, url = alerting["prom"], alerting["served"].url
+    slow = alerting["folder"] / "slow.h264"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "color=c=gray:size=1920x1080:rate=30",
+                    "-frames:v", "3000", "-c:v", "libx264", "-preset", "ultrafast", "-f", "h264", str(slow)],
+                   check=True)  # fmt: skip
+    good = alerting["folder"] / "good.mp4"
+    video.write_video(good, np.random.default_rng(0).integers(0, 256, (12, 32, 32, 3), dtype=np.uint8), 25.0)
+
+    def upload(path: Path) -> int:
+        files = {"video": (path.name, path.read_bytes(), "video/mp4")}
+        return requests.post(f"{url}/predict_video", files=files, timeout=60).status_code
+
+    with ThreadPoolExecutor(4) as pool:
+        codes = list(pool.map(upload, [slow] * 36 + [good] * 4))
+    assert codes.count(504) == 36 and codes.count(200) == 4, codes
+    wait_until(lambda: firing(prom, "SignflowErrorBudgetFastBurn", endpoint="/predict_video"), 60, "fast burn fires")
+    assert not firing(prom, "SignflowErrorBudgetFastBurn", endpoint="/predict_frames")
+    assert not firing(prom, "SignflowLatencyBudgetFastBurn")
+
+    # Recovery: 36 errors among > 36 / 0.072 = 500 requests is under the fast-burn error ratio.
+    with ThreadPoolExecutor(4) as pool:
+        recovered = list(pool.map(upload, [good] * 560))
+    assert recovered == [200] * 560
+    wait_until(lambda: not firing(prom, "SignflowErrorBudgetFastBurn"), 60, "fast burn clears")
+
+
+def test_a_server_sharing_bentoml_home_keeps_the_metrics_and_wiped_metrics_fire_an_alert(
+    alerting: dict[str, Any],
+) -> None:
+    """The failure found: BentoML wipes $BENTOML_HOME/prometheus_multiproc_dir when any server starts,
+    and a second server emptied the first one's /metrics (200, 0 bytes, up == 1, no alert)."""
+    prom, served = alerting["prom"], alerting["served"]
+    # 1. A plain `bentoml serve` sharing BENTOML_HOME no longer touches this server's metrics folder.
+    second_log = alerting["folder"] / "second.log"
+    cmd = [str(Path(sys.executable).parent / "bentoml"), "serve", "serving.service:Signflow", "--host", "127.0.0.1",
+           "--port", str(free_port())]  # fmt: skip
+    with process_group(cmd, cwd=REPO, env=served.env, log=second_log) as second:
+        wait_until(lambda: "Starting production" in second_log.read_text() or "Uvicorn running" in second_log.read_text()
+                   or "warm-up done" in second_log.read_text(), 120, "second server started", process=second,
+                   log=second_log)  # fmt: skip
+        assert (Path(served.env["BENTOML_HOME"]) / "prometheus_multiproc_dir").is_dir()  # the one BentoML wipes
+    assert "signflow_model_ready" in requests.get(f"{served.url}/metrics", timeout=10).text
+    time.sleep(3)
+    assert not query(prom, 'ALERTS{alertname="SignflowMetricsMissing"}')
+
+    # 2. Metrics emptied under a running server (what a shared folder did): the scrape still
+    # succeeds with 0 samples, and the alert fires.
+    for file in alerting["metrics_dir"].glob("*.db"):
+        file.unlink()
+    assert requests.get(f"{served.url}/metrics", timeout=10).text.strip() == ""
+    assert [s["value"][1] for s in query(prom, f'up{{job="{JOB}"}}')] == ["1"]
+    wait_until(lambda: firing(prom, "SignflowMetricsMissing"), 30, "SignflowMetricsMissing fires")

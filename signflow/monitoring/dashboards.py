@@ -78,17 +78,18 @@ def _requests(extra: str = "", window: str = RATE) -> str:
 
 def slo_panels(mp: MonitoringParams) -> list[Panel]:
     """Error-budget burn and budget left, per endpoint with an SLO (params monitoring.slos)."""
-    burn, budget_left = [], []
-    for endpoint, slo in mp.slos.items():
-        path = endpoint_path(endpoint)
-        match = f'{{job="$job", endpoint="{path}"}}'
-        burn += [
-            Target(f"signflow:slo_errors:ratio_rate1h{match} / {1 - slo.availability:g}", f"{endpoint} errors"),
-            Target(f"signflow:slo_slow:ratio_rate1h{match} / {1 - slo.latency_target:g}", f"{endpoint} latency"),
-        ]
-        failed = f'sum(increase(bentoml_service_request_total{{{API}, endpoint="{path}", http_response_code=~"{FAILED_CODES}"}}[$__range]))'
-        total = f'sum(increase(bentoml_service_request_total{{{API}, endpoint="{path}"}}[$__range]))'
-        budget_left.append(Target(f"1 - ({failed} / {total}) / {1 - slo.availability:g}", endpoint, instant=True))
+    # One query per SLI for all endpoints: each ratio divided by its endpoint's budget series
+    # (recording rules signflow:slo_*:budget), so endpoints without traffic simply have no line.
+    per_budget = "/ on (endpoint) group_left signflow:slo_{sli}:budget"
+    burn = [
+        Target(f'signflow:slo_errors:ratio_rate1h{{job="$job"}} {per_budget.format(sli="errors")}', "{{endpoint}} errors"),
+        Target(f'signflow:slo_slow:ratio_rate1h{{job="$job"}} {per_budget.format(sli="slow")}', "{{endpoint}} latency"),
+    ]
+    total = f"sum by (endpoint) (increase(bentoml_service_request_total{{{API}}}[$__range]))"
+    # No failure yet means no failed series: count it as 0, not as no data.
+    failed = (f'sum by (endpoint) (increase(bentoml_service_request_total{{{API}, http_response_code=~"{FAILED_CODES}"}}'
+              f"[$__range])) or {total} * 0")  # fmt: skip
+    budget_left = [Target(f"1 - (({failed}) / {total}) {per_budget.format(sli='errors')}", "{{endpoint}}", instant=True)]
     fast, slow = BURN_WINDOWS
     return [
         Panel(

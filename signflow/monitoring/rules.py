@@ -128,6 +128,12 @@ def slo_recording_rules(mp: MonitoringParams) -> list[dict[str, Any]]:
                 f" / sum by (job, endpoint) (rate(bentoml_service_request_duration_seconds_count{{{selector}}}[{window}])))"
             )  # fmt: skip
         rules.append({"record": f"signflow:slo_slow:ratio_rate{window}", "expr": " or ".join(per_endpoint)})
+    # The objectives as series (one per endpoint), so a panel divides every endpoint's ratio by its
+    # own budget in one query (`/ on (endpoint) group_left`), whatever endpoints have traffic.
+    for endpoint, slo in mp.slos.items():
+        labels = {"endpoint": endpoint_path(endpoint)}
+        rules.append({"record": "signflow:slo_errors:budget", "expr": f"vector({1 - slo.availability:g})", "labels": labels})
+        rules.append({"record": "signflow:slo_slow:budget", "expr": f"vector({1 - slo.latency_target:g})", "labels": labels})
     rules.append({
         "record": "signflow:api_requests:increase1h",
         "expr": f"sum by (job, endpoint) (increase(bentoml_service_request_total{{{API}}}[1h]))",
