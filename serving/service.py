@@ -40,6 +40,7 @@ from serving.config import load_config
 from serving.guard import REASON_HEADER, FormFields, GuardMiddleware, guard_installed, install_under_request_metrics
 from serving.metrics import STAGES, drift_gauge, metrics, start_process_sampler
 from signflow.config import SERVICE_PATHS, SERVING_ENDPOINTS, UNKNOWN_PATH_LABEL
+from signflow.scores import softmax, top_classes
 
 log = logging.getLogger("signflow.serving")
 
@@ -139,14 +140,6 @@ def enable_logging() -> None:
         log.warning("no model pinned: serving %s (set SIGNFLOW_MODEL_TAG or run the package stage)", CONFIG.model_tag)
 
 
-def pick_device(setting: str) -> str:
-    import torch
-
-    if setting == "cuda" or (setting == "auto" and torch.cuda.is_available()):
-        return "cuda"
-    return "cpu"
-
-
 def read_model_folder(path: Path) -> dict[str, Any]:
     """Label map, preprocessing, params and metrics the package stage put in the model folder."""
 
@@ -179,15 +172,16 @@ class SignflowModel:
     bento_model = bentoml.models.BentoModel(CONFIG.model_tag)
 
     def __init__(self) -> None:
-        from signflow.inference import Predictor
-
         import torch
+
+        from signflow.device import select_device
+        from signflow.inference import Predictor
 
         enable_logging()
         start_process_sampler("signflow_model")
         if SERVE.model_threads is not None:
             torch.set_num_threads(SERVE.model_threads)
-        self.device = pick_device(SERVE.device)
+        self.device = select_device(SERVE.device, setting="serve.device")
         path = Path(self.bento_model.path)
         self.predictor = Predictor.load(path, device=self.device)
         folder = read_model_folder(path)
@@ -616,9 +610,8 @@ class Signflow:
 
     def _result(self, logits: np.ndarray, top_k: int, return_logits: bool) -> dict[str, Any]:
         m = metrics()
-        shifted = logits.astype(np.float64) - logits.max()
-        probs = np.exp(shifted) / np.exp(shifted).sum()
-        order = np.argsort(-probs, kind="stable")[:top_k]
+        probs = softmax(logits)
+        order = top_classes(probs, top_k)
         top = [{"gloss": self.glosses[i], "label": int(i), "probability": float(probs[i])} for i in order]
         confidence = float(probs[order[0]])
         low = confidence < SERVE.low_confidence

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from signflow.evaluation import softmax
+from signflow.scores import softmax
 
 
 def top1_confidence(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -156,7 +156,7 @@ class CnnLstmParams(StrictModel):
     bidirectional: bool = True
     pooling: Literal["last", "mean", "attention"] = "attention"
     spatial_grid: int = Field(
-        1, ge=1, le=8,
+        2, ge=1, le=8,
         description="average-pool each frame's last feature map to an N x N grid, not one vector: "
         "keeps where the hands are (1 = global pooling, what ImageNet backbones expect)",
     )  # fmt: skip
@@ -212,7 +212,7 @@ class AugmentParams(StrictModel):
 
 class TrainParams(StrictModel):
     seed: int = 0
-    epochs: int = Field(15, ge=1, le=10000)
+    epochs: int = Field(25, ge=1, le=10000)
     batch_size: int = Field(16, ge=1, le=4096)
     optimizer: Literal["adam", "adamw", "sgd"] = "adamw"
     lr: float = Field(3e-3, gt=0.0, le=10.0)
@@ -294,7 +294,7 @@ class ServeParams(StrictModel):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present, else CPU")
     workers: int = Field(1, ge=1, le=64, description="API worker processes (the model service has its own)")
     model_workers: int = Field(1, ge=1, le=64, description="model (batching) worker processes")
-    model_threads: int | None = Field(None, ge=1, le=256, description="torch threads per model worker; null = torch default")
+    model_threads: int | None = Field(1, ge=1, le=256, description="torch threads per model worker; null = torch default")
     max_concurrency: int = Field(64, ge=1, description="requests in flight before 503")
 
 

@@ -30,6 +30,8 @@ import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from signflow import atomic
+from signflow.drift import build_reference
+from signflow.scores import softmax
 
 if TYPE_CHECKING:
     from signflow.inference import Predictor
@@ -56,12 +58,6 @@ class SplitPredictions:
     video_ids: list[str]
     labels: np.ndarray
     logits: np.ndarray
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
 
 
 def _check(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -328,17 +324,11 @@ def honesty_metrics(
     return metrics
 
 
-def write_prediction_reference(path: str | os.PathLike[str], logits: np.ndarray, num_classes: int) -> bool:
-    """The drift baseline (predicted classes and confidences) via :mod:`signflow.drift`, when it exists."""
-    try:
-        from signflow.drift import build_reference
-    except ImportError:
-        log.info("signflow.drift is not available; no %s written", Path(path).name)
-        return False
+def write_prediction_reference(path: str | os.PathLike[str], logits: np.ndarray, num_classes: int) -> None:
+    """The drift baseline the service compares live predictions with (:mod:`signflow.drift`)."""
     probabilities = softmax(np.asarray(logits, dtype=np.float64))
     reference = build_reference(probabilities.argmax(axis=1), probabilities.max(axis=1), num_classes)
     atomic.write_json(path, reference)
-    return True
 
 
 # --------------------------------------------------------------------------- scoring a split

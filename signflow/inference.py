@@ -26,6 +26,7 @@ import torch
 
 from signflow.models import input_layout, load_model_file
 from signflow.sampling import clip_indices
+from signflow.scores import softmax, top_classes
 from signflow.transforms import InputConfig, to_model_input
 
 log = logging.getLogger(__name__)
@@ -157,8 +158,7 @@ class Predictor:
         return logits.numpy()
 
     def probabilities(self, stored_batch: np.ndarray | torch.Tensor, clips: int = 1) -> np.ndarray:
-        logits = torch.from_numpy(self.logits(stored_batch, clips))
-        return torch.softmax(logits, dim=1).numpy()
+        return softmax(self.logits(stored_batch, clips))
 
     def predict(
         self, stored: np.ndarray | torch.Tensor, *, k: int = 5, clips: int = 1
@@ -170,7 +170,7 @@ class Predictor:
         k = max(1, min(k, self.num_classes))
         results = []
         for row in probabilities:
-            top = np.argsort(-row, kind="stable")[:k]
+            top = top_classes(row, k)
             results.append([Prediction(int(c), self.label_map[int(c)], float(row[c])) for c in top])
         return results[0] if single else results
 

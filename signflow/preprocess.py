@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from signflow import atomic, sampling, video
 from signflow.config import CropParams, ExtractParams
+from signflow.index import SPLITS
 from signflow.shards import ShardWriter
 
 Box = Sequence[int] | None
@@ -199,7 +200,6 @@ def frames_to_stored(
 SKIPPED_COLUMNS = ("video_id", "reason", "detail")
 PREPROCESS_NAME = "preprocess.json"
 SKIPPED_NAME = "skipped.csv"
-SPLITS = ("train", "val", "test")
 
 _worker_state: dict[str, Any] = {}
 

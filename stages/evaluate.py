@@ -42,18 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     # torch is slow to import and not needed for --help or a params typo.
-    import torch
-
     from signflow import evaluation
+    from signflow.device import select_device
     from signflow.inference import Predictor
 
     try:
         params = load_params(args.params).evaluate
-        device = params.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        elif device == "cuda" and not torch.cuda.is_available():
-            raise ValueError("evaluate.device is cuda but no CUDA device is available")
+        device = select_device(params.device, setting="evaluate.device")
         predictor = Predictor.load(args.model, device=device)
         predictions = {}
         for split in params.splits:

@@ -25,7 +25,7 @@ PREPROCESS = PreprocessConfig(seq_len=4, stored_frames=8, frame_size=16, use_bbo
 
 def write_model(folder: Path, arch: str = "cnn_lstm", seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
-    model_params = ModelParams.model_validate({"arch": arch, "cnn_lstm": {"hidden": 8}})
+    model_params = ModelParams.model_validate({"arch": arch, "cnn_lstm": {"hidden": 8, "spatial_grid": 1}})
     seq_len = 8 if arch != "cnn_lstm" else PREPROCESS.seq_len
     model = build_model(model_params, len(GLOSSES), seq_len=seq_len, frame_size=PREPROCESS.frame_size)
     # What the train stage records: extract's config + normalisation + layout.

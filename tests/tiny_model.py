@@ -30,7 +30,7 @@ def make_model_dir(
     """``folder/model.pt`` + ``folder/preprocess.json`` for a small_cnn CNN-LSTM with random weights."""
     torch.manual_seed(seed)
     params = ModelParams.model_validate(
-        {"arch": "cnn_lstm", "dropout": 0.0, "cnn_lstm": {"backbone": "small_cnn", "hidden": hidden, "bidirectional": False}}
+        {"arch": "cnn_lstm", "dropout": 0.0, "cnn_lstm": {"backbone": "small_cnn", "hidden": hidden, "bidirectional": False, "spatial_grid": 1}}
     )
     model = build_model(params, len(glosses), seq_len=seq_len, frame_size=frame_size)
     preprocess = PreprocessConfig(seq_len=seq_len, stored_frames=stored_frames, frame_size=frame_size, min_frames=1)

@@ -72,6 +72,7 @@ def tiny_params(*overrides: str):
 
     base = [
         "model.cnn_lstm.hidden=16",
+        "model.cnn_lstm.spatial_grid=1",  # tiny test frames: global pooling
         "model.dropout=0.0",
         "train.epochs=2",
         "train.batch_size=8",

@@ -60,6 +60,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from signflow import atomic
+from signflow.index import SPLITS
 from signflow.landmarks.cache import LandmarkCache
 from signflow.landmarks.layout import get_layout
 from signflow.sampling import uniform_indices
@@ -73,7 +74,6 @@ log = logging.getLogger(__name__)
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding the ``signflow`` package
 DEFAULT_VENV = PACKAGE_ROOT / ".venv-landmarks"
 PYTHON_ENV = "SIGNFLOW_LANDMARKS_PYTHON"  # overrides the interpreter (e.g. in a container image)
-SPLITS = ("train", "val", "test")
 KIND = "landmarks"
 _READY_TIMEOUT_S = 120.0
 

@@ -181,12 +181,8 @@ def _build_landmark(
     check_fit(params, seq_len=seq_len, frame_size=None)
     if num_joints is None or channels is None:
         raise ValueError(f"{params.arch} needs num_joints and channels (from the landmarks extract output)")
-    try:
-        from signflow.models.landmark import build_landmark_model
-    except ImportError as error:
-        raise ValueError(
-            f"model.arch={params.arch} needs signflow.models.landmark, which is not available ({error})"
-        ) from None
+    from signflow.models.landmark import build_landmark_model
+
     return build_landmark_model(params, num_classes, num_joints=num_joints, channels=channels, seq_len=seq_len)
 
 

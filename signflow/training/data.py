@@ -26,13 +26,13 @@ import torch
 from torch.utils.data import Dataset
 
 from signflow.config import AugmentParams
+from signflow.index import SPLITS
 from signflow.sampling import train_indices, uniform_indices
 from signflow.seed import derive_seed
 from signflow.shards import ShardReader
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
 
 
 class DataError(ValueError):

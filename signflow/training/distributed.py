@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from signflow.config import ParamsError
+from signflow.device import select_device
 
 log = logging.getLogger(__name__)
 
@@ -40,23 +40,12 @@ class DistContext:
         return self.world_size > 1
 
 
-def select_device(preference: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> CUDA when present else CPU; ``cuda`` without a GPU is a params error."""
-    if preference == "cpu":
-        return torch.device("cpu")
-    if preference == "cuda" and not torch.cuda.is_available():
-        raise ParamsError("train.device is 'cuda' but no CUDA device is available (use 'auto' or 'cpu')")
-    if torch.cuda.is_available():
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    return torch.device("cpu")
-
-
 def init_distributed(device_preference: str = "auto") -> DistContext:
     """Read the torchrun environment and join the process group (if any)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = select_device(device_preference, local_rank)
+    device = select_device(device_preference, setting="train.device", local_rank=local_rank)
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
@@ -79,11 +68,6 @@ def wrap_model(model: nn.Module, ctx: DistContext) -> nn.Module:
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The plain module under a DDP wrapper (for saving and feature access)."""
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
 def barrier(ctx: DistContext) -> None:
     if ctx.enabled:
         dist.barrier()
@@ -97,15 +81,6 @@ def all_reduce_sum(values: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     reduced = values.to(ctx.device if ctx.device.type == "cuda" else "cpu", torch.float64).clone()
     dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
     return reduced.cpu()
-
-
-def broadcast_flag(flag: bool, ctx: DistContext) -> bool:
-    """Rank 0's decision, on every rank (e.g. 'stop early')."""
-    if not ctx.enabled:
-        return flag
-    tensor = torch.tensor([1.0 if flag else 0.0], device=ctx.device if ctx.device.type == "cuda" else "cpu")
-    dist.broadcast(tensor, src=0)
-    return bool(tensor.item())
 
 
 def cleanup(ctx: DistContext) -> None:

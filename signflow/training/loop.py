@@ -25,9 +25,10 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from signflow.config import ParamsError, TrainParams
+from signflow.models import unwrap
 from signflow.seed import derive_seed
 from signflow.training.checkpoint import CheckpointManager, TrainState
-from signflow.training.distributed import DistContext, all_reduce_sum, barrier, unwrap
+from signflow.training.distributed import DistContext, all_reduce_sum, barrier
 from signflow.training.losses import mixup, mixup_loss
 from signflow.training.optim import Schedule, current_lrs
 
