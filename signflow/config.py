@@ -200,6 +200,14 @@ class EarlyStoppingParams(StrictModel):
     restore_best: bool = True
 
 
+class LandmarkAugmentParams(StrictModel):
+    """Train-time augmentation of landmark sequences: a train knob, so changing it never re-runs extraction."""
+
+    mirror: bool = Field(False, description="random mirroring that swaps left/right hands")
+    rotate_deg: float = Field(10.0, ge=0.0, le=90.0, description="random rotation, +- degrees")
+    scale_jitter: float = Field(0.1, ge=0.0, lt=1.0, description="random scale, +- fraction")
+
+
 class AugmentParams(StrictModel):
     random_resized_crop: bool = True
     crop_scale_min: float = Field(0.8, gt=0.0, le=1.0)
@@ -208,6 +216,7 @@ class AugmentParams(StrictModel):
     speed_min: float = Field(0.8, gt=0.0, le=1.0)
     speed_max: float = Field(1.2, ge=1.0, le=4.0)
     color_jitter: float = Field(0.2, ge=0.0, le=1.0)
+    landmarks: LandmarkAugmentParams = LandmarkAugmentParams()
 
 
 class TrainParams(StrictModel):
@@ -379,9 +388,6 @@ class LandmarksParams(StrictModel):
     min_detection_confidence: float = Field(0.5, ge=0.0, le=1.0)
     min_tracking_confidence: float = Field(0.5, ge=0.0, le=1.0)
     max_gap: int = Field(4, ge=0, description="interpolate missing-hand gaps up to this many (stored) frames")
-    mirror: bool = Field(False, description="train-time random mirroring that swaps left/right hands")
-    rotate_deg: float = Field(10.0, ge=0.0, le=90.0, description="train-time random rotation, +- degrees")
-    scale_jitter: float = Field(0.1, ge=0.0, lt=1.0, description="train-time random scale, +- fraction")
     num_workers: int = Field(2, ge=1, le=256)
     stored_frames: int = Field(64, ge=2, le=2048, description="frames kept per clip (uniform over the clip)")
     seq_len: int = Field(32, ge=2, le=1024, description="frames the model sees per clip")

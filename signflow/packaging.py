@@ -41,6 +41,9 @@ PREPROCESS_FILE = "preprocess.json"
 LABEL_MAP_FILE = "label_map.json"
 METRICS_FILE = "metrics.json"
 PARAMS_FILE = "params.json"
+# Read where they are used (the server, Prometheus, the cluster), not facts of the model: left out of
+# its params.json, so changing a serving limit never makes a new model version.
+RUNTIME_SECTIONS = ("serve", "monitoring", "kubeflow")
 DRIFT_REFERENCE_FILE = "drift_reference.json"
 # Metric keys a run may already carry its forward latency under (ms per clip).
 LATENCY_KEYS = ("latency_ms", "forward_latency_ms", "latency_ms_per_clip", "test_latency_ms")
@@ -390,7 +393,7 @@ def save_to_store(
         atomic.write_json(target / PREPROCESS_FILE, preprocess)
         atomic.write_json(target / LABEL_MAP_FILE, {"glosses": list(meta["label_map"])})
         atomic.write_json(target / METRICS_FILE, candidate.metrics)
-        atomic.write_json(target / PARAMS_FILE, params.model_dump(mode="json"))
+        atomic.write_json(target / PARAMS_FILE, params.model_dump(mode="json", exclude=set(RUNTIME_SECTIONS)))
         if drift_reference is not None and drift_reference.is_file():
             shutil.copy2(drift_reference, target / DRIFT_REFERENCE_FILE)
         tag = str(bento_model.tag)
@@ -469,7 +472,7 @@ def package(
         "skipped": [c.summary() for c in choice.skipped],
         "git_rev": git_rev,
         "bentoml_home": _store_dir(),
-        "serve_with": f"SIGNFLOW_MODEL_TAG={tag} bentoml serve serving.service:Signflow",
+        "serve_with": f"SIGNFLOW_MODEL_TAG={tag} python -m serving serving.service:Signflow",
     }
     atomic.write_json(out, record)
     return record

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from signflow.config import LandmarksParams
+from signflow.config import AugmentParams, LandmarkAugmentParams, LandmarksParams
 from signflow.landmarks import hand_keypoints
 from signflow.landmarks.dataset import LandmarkDataset
 from signflow.landmarks.layout import get_layout
@@ -18,7 +18,8 @@ from signflow.landmarks.normalize import stored_input
 from signflow.shards import ShardReader
 from signflow.training.data import DataError, open_split
 
-PARAMS = LandmarksParams(stored_frames=16, seq_len=8, rotate_deg=5.0, mirror=True)
+PARAMS = LandmarksParams(stored_frames=16, seq_len=8)
+AUGMENT = AugmentParams(landmarks=LandmarkAugmentParams(rotate_deg=5.0, mirror=True))
 
 
 def keypoint_file(path: Path, frames: int, *, seed: int, left: bool = True, right: bool = True) -> np.ndarray:
@@ -100,15 +101,15 @@ def test_dataset_through_the_training_entry_point(tmp_path: Path) -> None:
 
     evaluation = open_split(out / "train", glosses=["book", "go"], seq_len=8, input_config=None, train=False)
     assert isinstance(evaluation, LandmarkDataset) and evaluation.labels == [0, 1, 0, 1]
-    # The train stage passes no landmarks params: the extraction-time knobs come back from metadata.
-    assert evaluation.params.rotate_deg == 5.0 and evaluation.params.mirror
+    # Augmentation is a train knob (train.augment.landmarks): extraction records none of it.
+    assert "augment" not in evaluation.reader.metadata
     x, label = evaluation[1]
     assert x.shape == (8, 42, 4) and x.dtype == torch.float32 and label == 1
     assert (x[:, :21] == 0).all()  # v1 has no left hand: zeros and mask 0, never fake points
     assert (x[:, 21:, 3] == 1).all()
     torch.testing.assert_close(evaluation[1][0], x)  # evaluation is deterministic
 
-    training = LandmarkDataset(out / "train", seq_len=8, train=True, seed=3, params=PARAMS)
+    training = LandmarkDataset(out / "train", seq_len=8, train=True, seed=3, augment=AUGMENT)
     training.set_epoch(0)
     first = [training[i][0] for i in range(4)]
     torch.testing.assert_close(training[0][0], first[0])  # same (seed, epoch, index): same augmentation

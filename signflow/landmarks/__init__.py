@@ -28,7 +28,8 @@ stop, box``) and replaces ``out_dir`` atomically with:
 and returns a summary dict for ``reports/extract.json``. :func:`extract_split`
 does one split from a list of plan dicts. The stored points stay raw: normalisation
 happens at load time (:mod:`signflow.landmarks.normalize`, with the ``max_gap``
-recorded in the metadata), so augmentation changes need no re-extraction.
+recorded in the metadata), and train-time augmentation (``train.augment.landmarks``) is a
+train knob: changing either needs no re-extraction.
 
 API for serving and scripts: :func:`extract_video` (one file -> ``(points, mask)``
 at the video's full frame rate) and :class:`WorkerPool` (keep workers warm and
@@ -148,9 +149,6 @@ def preprocess_config(params: LandmarksParams, layout_override: str | None = Non
         "seq_len": params.seq_len,
         "max_gap": params.max_gap,
         "normalize": "shoulder_centre_width",
-        # Train-time augmentation travels with the features: the train stage reads only
-        # model/train params, so this is how landmarks.{mirror,rotate_deg,scale_jitter} reach it.
-        "augment": {"mirror": params.mirror, "rotate_deg": params.rotate_deg, "scale_jitter": params.scale_jitter},
         "extractor": {"mediapipe": "0.10.21", **worker_config(params)},
     }
 

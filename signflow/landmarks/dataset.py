@@ -14,9 +14,9 @@ normalised coordinates (:func:`signflow.landmarks.normalize.prepare`, with the
 Training adds, each drawn from a generator seeded by ``(seed, epoch, index)``
 (the same rule as the RGB dataset, so results do not depend on worker count):
 the temporal window of :meth:`TemporalDataset.frame_indices` (speed + jitter from
-``train.augment``), a random rotation (``landmarks.rotate_deg``) and scale
-(``landmarks.scale_jitter``) about the shoulder centre, and, with
-``landmarks.mirror``, a horizontal flip that swaps left/right joints half the time.
+``train.augment``), a random rotation (``train.augment.landmarks.rotate_deg``) and scale
+(``train.augment.landmarks.scale_jitter``) about the shoulder centre, and, with
+``train.augment.landmarks.mirror``, a horizontal flip that swaps left/right joints half the time.
 """
 
 from __future__ import annotations
@@ -37,12 +37,10 @@ from signflow.training.data import DataError, TemporalDataset
 
 
 class LandmarkDataset(TemporalDataset):
-    """``LandmarkDataset(split_dir, *, seq_len, train, seed, params)`` -> ``(x (seq_len, J, C+1), label)``.
+    """``LandmarkDataset(split_dir, *, seq_len, train, seed, augment)`` -> ``(x (seq_len, J, C+1), label)``.
 
-    ``split_dir`` is a landmark shard folder (or an open :class:`ShardReader`);
-    ``params`` the ``landmarks`` section (augmentation knobs; None = the values recorded
-    in the split's metadata at extraction, which is how the train stage gets them);
-    ``augment`` the ``train.augment`` section (temporal jitter/speed).
+    ``split_dir`` is a landmark shard folder (or an open :class:`ShardReader`); ``augment`` the
+    ``train.augment`` section: temporal jitter/speed, and ``landmarks`` (mirror, rotation, scale).
     """
 
     def __init__(
@@ -52,7 +50,6 @@ class LandmarkDataset(TemporalDataset):
         seq_len: int,
         train: bool,
         seed: int = 0,
-        params: LandmarksParams | None = None,
         augment: AugmentParams | None = None,
     ):
         reader = split_dir if isinstance(split_dir, ShardReader) else _open_reader(Path(split_dir))
@@ -70,13 +67,8 @@ class LandmarkDataset(TemporalDataset):
                 f"{reader.directory}: {stored_joints} joints stored but layout {self.layout.name!r} has "
                 f"{self.layout.num_joints}"
             )
-        if params is None:
-            # The train stage passes no landmarks section: the knobs were recorded at extraction.
-            recorded = {k: v for k, v in (metadata.get("augment") or {}).items() if k in LandmarksParams.model_fields}
-            params = LandmarksParams(**recorded)
-        self.params = params
         # Gap filling is part of the features' definition: use what extraction recorded.
-        self.max_gap = int(metadata.get("max_gap", params.max_gap))
+        self.max_gap = int(metadata.get("max_gap", LandmarksParams().max_gap))
 
     @property
     def num_joints(self) -> int:
@@ -101,7 +93,7 @@ class LandmarkDataset(TemporalDataset):
 
     def _augment(self, points: np.ndarray, mask: np.ndarray, index: int) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng(derive_seed(self.seed, "landmarks", self.epoch, index))
-        params = self.params
+        params = self.augment.landmarks
         if params.mirror and rng.random() < 0.5:
             points, mask = mirror(points, mask, self.layout)
         angle = np.deg2rad(rng.uniform(-params.rotate_deg, params.rotate_deg))
@@ -129,7 +121,6 @@ def open_landmark_split(
     train: bool,
     augment: AugmentParams | None = None,
     seed: int = 0,
-    params: LandmarksParams | None = None,
 ) -> LandmarkDataset:
     """Entry point for :func:`signflow.training.data.open_split` (``kind == "landmarks"``)."""
-    return LandmarkDataset(reader, seq_len=seq_len, train=train, seed=seed, params=params, augment=augment)
+    return LandmarkDataset(reader, seq_len=seq_len, train=train, seed=seed, augment=augment)
