@@ -213,6 +213,7 @@ def _child(route: str, clip_dir: Path, work: Path, frame_size: int, workers: int
         raise SystemExit(f"route {route} failed on {clip_dir} (exit {process.returncode})")
     result = json.loads(output.strip().splitlines()[-1])
     result["peak_rss_mb"] = usage.ru_maxrss / 1024  # Linux: KiB
+    result["cpu_s"] = usage.ru_utime + usage.ru_stime  # the whole route, its workers and start-up included
     return result
 
 
