@@ -48,8 +48,9 @@ TORCH_VARIANT ?= cpu
 IMAGE ?= signflow:dev-$(TORCH_VARIANT)
 CONTAINER ?= $(shell docker info >/dev/null 2>&1 && echo docker || (command -v podman >/dev/null && echo podman) || echo docker)
 BUILD_FLAGS ?=
+# podman writes OCI images by default, which have no HEALTHCHECK: the docker format keeps it.
 image:  ## build $(IMAGE) (TORCH_VARIANT=cpu|cu126|cu128|cu130)
-	$(CONTAINER) build --build-arg TORCH_VARIANT=$(TORCH_VARIANT) $(BUILD_FLAGS) -t $(IMAGE) .
+	$(CONTAINER) build $(if $(filter podman,$(CONTAINER)),--format docker )--build-arg TORCH_VARIANT=$(TORCH_VARIANT) $(BUILD_FLAGS) -t $(IMAGE) .
 
 push:  ## push $(IMAGE) to its registry (log in first: docker/podman login <registry>)
 	$(CONTAINER) push $(IMAGE)

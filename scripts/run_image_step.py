@@ -19,6 +19,9 @@ What a KFP v2 pod does, and what this does instead:
 - after the step: ``/minio`` and ``/tmp/kfp_outputs/output_metadata.json`` (the executor output:
   logged metrics, artifact metadata) are copied out to ``--out``, as the launcher would upload them.
 
+Engine flags for every ``create``: ``--engine-flag`` and ``$SIGNFLOW_ENGINE_FLAGS`` (e.g. a sandbox
+whose kernel refuses podman's default ulimits: ``--ulimit nofile=20000:20000 --ulimit nproc=32768:32768``).
+
 Not emulated: the launcher binary itself (``/kfp-launcher/launch``: MLMD, the object-store
 upload/download, caching), Kubernetes (volumes, resources, GPUs). Exit status = the step's.
 """
@@ -28,7 +31,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import resource
+import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -157,11 +161,9 @@ def run_step(image: str, step: str, out: Path, engine: str, overrides: dict[str,
     run_id = uuid.uuid4().hex[:12]
     payload = executor_input(spec, step, overrides, run_id)
     command, args = container_argv(spec, step, payload)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     name = f"signflow-step-{step}-{run_id}"
-    create = [engine, "create", "--name", name, "--user", user, "--network", network,
-              # podman's default open-files limit (1048576) can exceed what this process may grant.
-              "--ulimit", f"nofile={soft}:{hard}", "--entrypoint", command[0]]
+    create = [engine, "create", "--name", name, "--user", user, "--network", network, "--entrypoint", command[0]]
+    create += shlex.split(os.environ.get("SIGNFLOW_ENGINE_FLAGS", ""))
     for key, value in container_env(spec, step).items():
         create += ["--env", f"{key}={value}"]
     create += [*(extra or []), image, *command[1:], *args]

@@ -327,7 +327,8 @@ def test_make_image_and_push_commands() -> None:
         assert result.returncode == 0, result.stderr
         return result.stdout.strip()
 
-    assert dry("image", "CONTAINER=podman") == "podman build --build-arg TORCH_VARIANT=cpu  -t signflow:dev-cpu ."
+    assert dry("image", "CONTAINER=podman") == (
+        "podman build --format docker --build-arg TORCH_VARIANT=cpu  -t signflow:dev-cpu .")  # keeps HEALTHCHECK
     assert dry("image", "push", "CONTAINER=docker", "IMAGE=ghcr.io/you/signflow:0.1.0-cu130", "TORCH_VARIANT=cu130",
                "BUILD_FLAGS=--pull") == (
         "docker build --build-arg TORCH_VARIANT=cu130 --pull -t ghcr.io/you/signflow:0.1.0-cu130 .\n"

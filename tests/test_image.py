@@ -32,8 +32,8 @@ from kfp.dsl import executor as kfp_executor
 from kfp.dsl import utils as kfp_utils
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = {  # a download of 2 glosses x 2 signers x 1 repetition of 8 small frames
-    "data__synthetic__num_glosses": 2, "data__synthetic__signers": 2, "data__synthetic__repetitions": 1,
+TINY = {  # 2 glosses x 3 signers (train, val, test) x 1 repetition of 8 small frames
+    "data__synthetic__num_glosses": 2, "data__synthetic__signers": 3, "data__synthetic__repetitions": 1,
     "data__synthetic__frames": 8, "data__synthetic__lead_frames": 1, "data__synthetic__height": 32,
     "data__synthetic__width": 32, "data__synthetic__num_workers": 1,
 }
@@ -135,7 +135,7 @@ def test_download_then_split_run_in_the_image_as_kfp_steps(image: tuple[str, str
     assert code == 0, "the download step failed in the image (its log is above)"
     (raw,) = list((out / "minio").glob("mlpipeline/v2/artifacts/signflow/*/download/raw"))
     videos = [path for path in _files(raw) if path.endswith(".mp4")]
-    assert len(videos) == 2 * 2 * 1, _files(raw)
+    assert len(videos) == 2 * 3 * 1, _files(raw)
     metadata = json.loads((out / "output_metadata.json").read_text(encoding="utf-8"))
     assert set(metadata["artifacts"]) >= {"raw", "metrics"}
     assert metadata["artifacts"]["raw"]["artifacts"][0]["uri"].startswith("minio://mlpipeline/")
