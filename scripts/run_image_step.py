@@ -162,7 +162,9 @@ def run_step(image: str, step: str, out: Path, engine: str, overrides: dict[str,
     payload = executor_input(spec, step, overrides, run_id)
     command, args = container_argv(spec, step, payload)
     name = f"signflow-step-{step}-{run_id}"
-    create = [engine, "create", "--name", name, "--user", user, "--network", network, "--entrypoint", command[0]]
+    # --no-healthcheck: Kubernetes ignores the image's HEALTHCHECK (the serving probe), so does a step.
+    create = [engine, "create", "--name", name, "--user", user, "--network", network, "--no-healthcheck",
+              "--entrypoint", command[0]]
     create += shlex.split(os.environ.get("SIGNFLOW_ENGINE_FLAGS", ""))
     for key, value in container_env(spec, step).items():
         create += ["--env", f"{key}={value}"]
