@@ -96,7 +96,7 @@ def executor_input(spec: dict[str, Any], step: str, overrides: dict[str, Any], r
         raise ValueError(f"step {step} has no parameter {', '.join(unknown)}")
     values: dict[str, Any] = {}
     for name, definition in declared.items():
-        binding = task["inputs"]["parameters"].get(name, {})
+        binding = task.get("inputs", {}).get("parameters", {}).get(name, {})
         if name in overrides:
             value = overrides[name]
         elif "componentInputParameter" in binding:

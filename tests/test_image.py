@@ -61,10 +61,21 @@ def _component_function(spec: dict, name: str, tmp_path: Path) -> typing.Callabl
     return getattr(module, args[args.index("--function_to_execute") + 1])
 
 
+DUMMY = {"NUMBER_INTEGER": 1, "NUMBER_DOUBLE": 1.0, "BOOLEAN": True, "STRING": "x", "LIST": [], "STRUCT": {}}
+
+
+def _from_other_tasks(spec: dict, name: str) -> dict:
+    """Values for parameters another task produces at run time (the launcher would resolve them)."""
+    task = spec["root"]["dag"]["tasks"][name]
+    declared = spec["components"][task["componentRef"]["name"]].get("inputDefinitions", {}).get("parameters", {})
+    return {key: DUMMY[declared[key]["parameterType"]] for key, binding in task["inputs"].get("parameters", {}).items()
+            if "taskOutputParameter" in binding}
+
+
 def test_executor_input_is_what_kfp_reads_for_every_step(tmp_path: Path) -> None:
     spec = step.load_spec()
     for name in spec["root"]["dag"]["tasks"]:
-        payload = step.executor_input(spec, name, {}, run_id="r1")
+        payload = step.executor_input(spec, name, _from_other_tasks(spec, name), run_id="r1")
         command, args = step.container_argv(spec, name, payload)
         assert command[:2] == ["sh", "-ec"] and "kfp.dsl.executor_main" in command[2]
         assert json.loads(args[args.index("--executor_input") + 1]) == payload
