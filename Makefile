@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export BENTOML_DO_NOT_TRACK := True
 export DO_NOT_TRACK := 1
 
-.PHONY: setup system-deps venv venv-landmarks test test-slow test-all run pipeline monitoring bench smoke-wlasl clean
+.PHONY: setup system-deps venv venv-landmarks test test-slow test-all run pipeline image push image-step monitoring bench smoke-wlasl clean
 
 setup: system-deps venv venv-landmarks  ## system packages + pinned Python environments
 
@@ -39,6 +39,24 @@ run:  ## the whole pipeline on the synthetic default
 
 pipeline:  ## compile the kfp pipeline (pipelines/signflow_pipeline.yaml, checked in)
 	$(BIN)/python -m pipelines.compile
+
+# The one image for pipeline steps and serving (Dockerfile, docs/kubeflow.md "Build the image"):
+#   IMAGE=ghcr.io/you/signflow:0.1.0-cu130 TORCH_VARIANT=cu130 make image push
+# CONTAINER: docker when a Docker engine answers, else podman (podman's own flags, e.g.
+# --isolation chroot, go in BUILD_FLAGS). A torch mirror: BUILD_FLAGS="--build-arg TORCH_INDEX_URL=...".
+TORCH_VARIANT ?= cpu
+IMAGE ?= signflow:dev-$(TORCH_VARIANT)
+CONTAINER ?= $(shell docker info >/dev/null 2>&1 && echo docker || (command -v podman >/dev/null && echo podman) || echo docker)
+BUILD_FLAGS ?=
+# podman writes OCI images by default, which have no HEALTHCHECK: the docker format keeps it.
+image:  ## build $(IMAGE) (TORCH_VARIANT=cpu|cu126|cu128|cu130)
+	$(CONTAINER) build $(if $(filter podman,$(CONTAINER)),--format docker )--build-arg TORCH_VARIANT=$(TORCH_VARIANT) $(BUILD_FLAGS) -t $(IMAGE) .
+
+push:  ## push $(IMAGE) to its registry (log in first: docker/podman login <registry>)
+	$(CONTAINER) push $(IMAGE)
+
+image-step:  ## run the compiled download step in $(IMAGE) as KFP would (uid 10001, minio:// outputs)
+	$(BIN)/python scripts/run_image_step.py --image $(IMAGE) --engine $(CONTAINER)
 
 monitoring:  ## regenerate rules/dashboards from params.yaml, then promtool + dashboard checks
 	$(BIN)/python -m signflow.monitoring.build

@@ -12,14 +12,22 @@ What is and is not tested here (no image is built on this machine):
   COPY lines do; a fresh virtualenv resolves requirements.txt from the index (``pip --dry-run``:
   the pins are mutually consistent and exist) and installs the project the way the image does
   (``pip install --no-deps .``); the image's entry commands run from that layout.
-- not tested: apt-get inside the base image, the PyTorch CPU/CUDA wheel indexes (not reachable
-  here), the real HEALTHCHECK against a running container.
+- the folders where kfp keeps local artifact copies (``/minio``, ``/gcs``, ``/s3``, read from kfp's
+  own constants) are created before USER, owned by that uid (issue 12: PermissionError '/minio');
+- the build runs ``docker/torch_variant.py "$TORCH_VARIANT"`` after both pip installs, and that
+  check, run against this venv's real torch, accepts its build and refuses the other;
+- ``make -n image`` / ``make -n push``: the build and push commands with IMAGE and TORCH_VARIANT.
+- the built image itself: tests/test_image.py (slow, needs podman or docker and ``make image``);
+  docs/kubeflow.md records the build on this machine (podman) and the image sizes.
+- not tested: the PyTorch CPU/CUDA wheel indexes (download.pytorch.org is not reachable here), the
+  real HEALTHCHECK against a running container.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import importlib.metadata
+import importlib.util
 import json
 import re
 import shlex
@@ -242,3 +250,86 @@ def test_landmark_extractor_has_its_own_environment_in_the_image(build: list[tup
     # signflow itself in that venv too: its workers run `python -m signflow.landmarks.worker` there.
     assert "/opt/venv-landmarks/bin/pip install --no-deps ." in runs
     assert "SIGNFLOW_LANDMARKS_PYTHON=/opt/venv-landmarks/bin/python" in envs
+
+
+def test_kfp_artifact_folders_are_writable_by_the_step_user(build: list[tuple[str, str]]) -> None:
+    """kfp maps minio:// gs:// s3:// artifact URIs to these local folders; the step (uid 10001) creates
+    its outputs there, so the image must hand them to that uid (kubeflow/pipelines #10397, #5673)."""
+    from kfp.dsl.types import artifact_types
+
+    prefixes = [artifact_types._MINIO_LOCAL_MOUNT_PREFIX, artifact_types._GCS_LOCAL_MOUNT_PREFIX,
+                artifact_types._S3_LOCAL_MOUNT_PREFIX]
+    uid = next(arg for keyword, arg in reversed(build) if keyword == "USER").split(":")[0]
+    last_user = max(p for p, (k, _) in enumerate(build) if k == "USER")
+    runs = [arg for keyword, arg in build[:last_user] if keyword == "RUN"]
+    created = None
+    for run in runs:
+        for command in run.split("&&"):
+            words = shlex.split(command)
+            if words[:2] == ["install", "-d"]:
+                owner = words[words.index("-o") + 1]
+                mode = words[words.index("-m") + 1]
+                created = (owner, mode, [w for w in words[2:] if w.startswith("/")])
+    assert created is not None, "no `install -d -o <uid> ...` for the kfp artifact folders"
+    owner, mode, folders = created
+    assert owner == uid, f"artifact folders owned by {owner}, the step runs as {uid}"
+    assert int(mode, 8) & 0o700 == 0o700, f"mode {mode}: the owner cannot write"
+    assert int(mode, 8) & 0o070 == 0o070, f"mode {mode}: group 0 (arbitrary-uid platforms) cannot write"
+    assert sorted(folders) == sorted(prefix.rstrip("/") for prefix in prefixes)
+
+
+def _torch_variant():
+    spec = importlib.util.spec_from_file_location("torch_variant", REPO / "docker" / "torch_variant.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_build_fails_unless_torch_is_the_variant_it_asked_for(build: list[tuple[str, str]]) -> None:
+    install = next(arg for keyword, arg in build if keyword == "RUN" and "-r /tmp/requirements.txt" in arg)
+    steps = [step.strip() for step in install.split("&&")]
+    check = steps.index('python /tmp/torch_variant.py "$TORCH_VARIANT"')
+    assert check > steps.index("pip install -r /tmp/requirements.txt"), "check after the last install"
+    assert "docker/torch_variant.py" in copy_sources(build)
+    variant = _torch_variant()
+    assert variant.expected_cuda("cpu") is None
+    assert variant.expected_cuda("cu130") == "13.0" and variant.expected_cuda("cu126") == "12.6"
+    with pytest.raises(ValueError, match="TORCH_VARIANT='gpu'"):
+        variant.expected_cuda("gpu")
+    cuda_wheels = ["nvidia-cublas", "nvidia-cudnn-cu13", "nvidia-ml-py", "numpy"]
+    assert variant.problems("cpu", "2.14.1+cpu", None, ["numpy", "nvidia-ml-py"]) == []
+    assert variant.problems("cpu", "2.14.1+cu130", "13.0", cuda_wheels) == [
+        "TORCH_VARIANT=cpu but torch 2.14.1+cu130 (torch.version.cuda=13.0) is a CUDA build",
+        "TORCH_VARIANT=cpu but CUDA wheels are installed: nvidia-cublas, nvidia-cudnn-cu13",
+    ]
+    assert variant.problems("cu130", "2.14.1+cu130", "13.0", cuda_wheels) == []
+    assert variant.problems("cu128", "2.14.1", "13.0", cuda_wheels) == [
+        "TORCH_VARIANT=cu128 wants CUDA 12.8 but found torch 2.14.1 (torch.version.cuda=13.0)"]
+
+
+def test_torch_variant_check_on_this_venvs_torch() -> None:
+    """The script as the build runs it, against the torch installed here (CUDA or CPU build)."""
+    torch = pytest.importorskip("torch")
+    script = str(REPO / "docker" / "torch_variant.py")
+    cuda = torch.version.cuda
+    right = "cpu" if cuda is None else "cu" + cuda.replace(".", "")
+    wrong = "cu130" if cuda is None else "cpu"
+    ok = subprocess.run([sys.executable, script, right], capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    refused = subprocess.run([sys.executable, script, wrong], capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 1 and f"TORCH_VARIANT={wrong}" in refused.stderr, refused.stderr
+
+
+def test_make_image_and_push_commands() -> None:
+    def dry(*args: str) -> str:
+        result = subprocess.run(["make", "-n", *args], cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    assert dry("image", "CONTAINER=podman") == (
+        "podman build --format docker --build-arg TORCH_VARIANT=cpu  -t signflow:dev-cpu .")  # keeps HEALTHCHECK
+    assert dry("image", "push", "CONTAINER=docker", "IMAGE=ghcr.io/you/signflow:0.1.0-cu130", "TORCH_VARIANT=cu130",
+               "BUILD_FLAGS=--pull") == (
+        "docker build --build-arg TORCH_VARIANT=cu130 --pull -t ghcr.io/you/signflow:0.1.0-cu130 .\n"
+        "docker push ghcr.io/you/signflow:0.1.0-cu130")
