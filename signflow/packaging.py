@@ -41,9 +41,6 @@ PREPROCESS_FILE = "preprocess.json"
 LABEL_MAP_FILE = "label_map.json"
 METRICS_FILE = "metrics.json"
 PARAMS_FILE = "params.json"
-# Read where they are used (the server, Prometheus, the cluster), not facts of the model: left out of
-# its params.json, so changing a serving limit never makes a new model version.
-RUNTIME_SECTIONS = ("serve", "monitoring", "kubeflow")
 DRIFT_REFERENCE_FILE = "drift_reference.json"
 # Metric keys a run may already carry its forward latency under (ms per clip).
 LATENCY_KEYS = ("latency_ms", "forward_latency_ms", "latency_ms_per_clip", "test_latency_ms")
@@ -393,7 +390,9 @@ def save_to_store(
         atomic.write_json(target / PREPROCESS_FILE, preprocess)
         atomic.write_json(target / LABEL_MAP_FILE, {"glosses": list(meta["label_map"])})
         atomic.write_json(target / METRICS_FILE, candidate.metrics)
-        atomic.write_json(target / PARAMS_FILE, params.model_dump(mode="json", exclude=set(RUNTIME_SECTIONS)))
+        # What the service must reproduce beyond preprocess.json: evaluate's test-time clips. Serving
+        # limits (`serve`) are read by the server itself, so changing one never makes a new model.
+        atomic.write_json(target / PARAMS_FILE, {"evaluate": {"clips": params.evaluate.clips}})
         if drift_reference is not None and drift_reference.is_file():
             shutil.copy2(drift_reference, target / DRIFT_REFERENCE_FILE)
         tag = str(bento_model.tag)

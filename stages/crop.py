@@ -14,9 +14,14 @@ import sys
 from pathlib import Path
 
 from signflow import crop, splits
-from signflow.config import ParamsError, load_params
+from signflow.config import ParamsError
+from signflow.stage_params import load_stage_params
 
 log = logging.getLogger("stages.crop")
+
+
+# The params keys this stage reads: exactly its dvc.yaml params (tests/test_dvc_deps.py).
+PARAMS = ("crop",)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     try:
-        params = load_params(args.params).crop
+        params = load_stage_params(args.params, "crop", PARAMS).crop
         if not Path(args.raw).is_dir():
             raise FileNotFoundError(f"{args.raw}: raw data folder not found; run the download stage first")
         records = splits.read_manifest(Path(args.split) / splits.MANIFEST_NAME)

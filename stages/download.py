@@ -23,11 +23,16 @@ import sys
 from pathlib import Path
 
 from signflow import atomic
-from signflow.config import ParamsError, load_params
+from signflow.config import ParamsError
+from signflow.stage_params import load_stage_params
 from signflow.index import IndexFormatError
 from signflow.sources import SourceError, run_download
 
 log = logging.getLogger("stages.download")
+
+
+# The params keys this stage reads: exactly its dvc.yaml params (tests/test_dvc_deps.py).
+PARAMS = ("data",)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out)
     try:
-        params = load_params(args.params).data
+        params = load_stage_params(args.params, "download", PARAMS).data
         # Leftovers of a killed run of this stage only (other stages' temporaries are not ours).
         for pattern in (f"{atomic.TMP_PREFIX}{out.name}.*", ".extract-*"):
             for leftover in out.parent.glob(pattern):

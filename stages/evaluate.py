@@ -21,9 +21,14 @@ import logging
 import sys
 from pathlib import Path
 
-from signflow.config import ParamsError, load_params
+from signflow.config import ParamsError
+from signflow.stage_params import load_stage_params
 
 log = logging.getLogger("stages.evaluate")
+
+
+# The params keys this stage reads: exactly its dvc.yaml params (tests/test_dvc_deps.py).
+PARAMS = ("evaluate",)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     from signflow.inference import Predictor
 
     try:
-        params = load_params(args.params).evaluate
+        params = load_stage_params(args.params, "evaluate", PARAMS).evaluate
         device = select_device(params.device, setting="evaluate.device")
         predictor = Predictor.load(args.model, device=device)
         predictions = {}

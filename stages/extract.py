@@ -18,9 +18,14 @@ import sys
 from pathlib import Path
 
 from signflow import atomic, crop, preprocess
-from signflow.config import ParamsError, load_params
+from signflow.config import ParamsError
+from signflow.stage_params import load_stage_params
 
 log = logging.getLogger("stages.extract")
+
+
+# The params keys this stage reads: exactly its dvc.yaml params (tests/test_dvc_deps.py).
+PARAMS = ("extract", "crop", "landmarks")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     try:
-        params = load_params(args.params)
+        params = load_stage_params(args.params, "extract", PARAMS)
         if not Path(args.raw).is_dir():
             raise FileNotFoundError(f"{args.raw}: raw data folder not found; run the download stage first")
         plans_path = Path(args.crop) / crop.PLANS_NAME

@@ -19,9 +19,14 @@ import sys
 from pathlib import Path
 
 from signflow import packaging
-from signflow.config import ParamsError, load_params
+from signflow.config import ParamsError
+from signflow.stage_params import load_stage_params
 
 log = logging.getLogger("stages.package")
+
+
+# The params keys this stage reads: exactly its dvc.yaml params (tests/test_dvc_deps.py).
+PARAMS = ("package", "evaluate.clips")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     try:
-        params = load_params(args.params)
+        params = load_stage_params(args.params, "package", PARAMS)
         record = packaging.package(
             params,
             model_dir=Path(args.models),

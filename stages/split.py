@@ -14,10 +14,15 @@ import sys
 from pathlib import Path
 
 from signflow import atomic, splits
-from signflow.config import ParamsError, load_params
+from signflow.config import ParamsError
+from signflow.stage_params import load_stage_params
 from signflow.index import IndexFormatError, load_index
 
 log = logging.getLogger("stages.split")
+
+
+# The params keys this stage reads: exactly its dvc.yaml params (tests/test_dvc_deps.py).
+PARAMS = ("split",)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     try:
-        params = load_params(args.params).split
+        params = load_stage_params(args.params, "split", PARAMS).split
         raw = Path(args.raw)
         if not (raw / "index.json").is_file():
             raise FileNotFoundError(f"{raw / 'index.json'} not found; run the download stage first")

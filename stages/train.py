@@ -33,7 +33,12 @@ import logging
 import os
 import sys
 
-from signflow.config import ParamsError, load_params
+from signflow.config import ParamsError
+from signflow.stage_params import load_stage_params
+
+
+# The params keys this stage reads: exactly its dvc.yaml params (tests/test_dvc_deps.py).
+PARAMS = ("model", "train")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     from signflow.training.run import TrainPaths, train
 
     try:
-        params = load_params(args.params)
+        params = load_stage_params(args.params, "train", PARAMS)
         paths = TrainPaths(
             features=args.features, label_map=args.labels, out=args.out, live=args.live,
             checkpoints=args.checkpoints, feature_cache=args.feature_cache, weights=args.weights,

@@ -19,7 +19,19 @@ import sys
 from pathlib import Path
 
 from signflow import atomic
-from signflow.config import ParamsError, load_params
+from signflow.config import ParamsError
+from signflow.stage_params import load_stage_params
+
+
+# The params keys this stage reads: exactly its dvc.yaml params (tests/test_dvc_deps.py).
+PARAMS = (
+    "model.pretrained",
+    "model.arch",
+    "model.cnn_lstm.backbone",
+    "model.weights_url",
+    "model.weights_sha256",
+    "model.weights_path",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     from signflow.models.weights import RECORD_NAME, WeightsNotFoundError, fetch_weights, pretrained_backbone
 
     try:
-        model = load_params(args.params).model
+        model = load_stage_params(args.params, "weights", PARAMS).model
         backbone = pretrained_backbone(model) if model.pretrained else None
         with atomic.atomic_path(args.out, is_dir=True) as tmp:
             if backbone is None:

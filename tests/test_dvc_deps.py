@@ -10,6 +10,7 @@ be inside one of the stage's deps.
 from __future__ import annotations
 
 import ast
+import importlib
 import re
 from pathlib import Path
 
@@ -93,3 +94,28 @@ def test_a_missing_dep_is_caught() -> None:
     assert cache in files
     deps = [dep for dep in _stages()["extract"]["deps"] if dep != "signflow/landmarks/cache.py"]
     assert not _covered(cache, deps)
+
+
+@pytest.mark.parametrize("stage", sorted(_stages()))
+def test_stage_reads_exactly_the_params_dvc_yaml_declares(stage: str) -> None:
+    """``stages/<name>.py`` loads its params through a view of its ``PARAMS``: equal to ``dvc.yaml``'s."""
+    module = importlib.import_module(f"stages.{stage}")
+    source = (REPO_ROOT / "stages" / f"{stage}.py").read_text(encoding="utf-8")
+    assert "load_params(" not in source, f"stages/{stage}.py must load params with load_stage_params"
+    assert list(module.PARAMS) == _stages()[stage].get("params", []), (
+        f"stages/{stage}.py PARAMS {list(module.PARAMS)} != dvc.yaml params {_stages()[stage].get('params')}"
+    )
+
+
+def test_an_undeclared_param_read_fails_naming_the_key() -> None:
+    """The check itself: the weights stage declares only some model leaves; model.dropout is refused."""
+    from signflow.stage_params import UndeclaredParamError, load_stage_params
+    from stages.weights import PARAMS
+
+    view = load_stage_params(REPO_ROOT / "params.yaml", "weights", PARAMS)
+    assert view.model.cnn_lstm.backbone and view.model.arch  # declared leaves, through partial sections
+    with pytest.raises(UndeclaredParamError, match=r"stage 'weights' reads params model\.dropout"):
+        _ = view.model.dropout
+    with pytest.raises(UndeclaredParamError, match=r"reads params train,"):
+        _ = view.train
+    assert view.model_dump(mode="json")["model"]["cnn_lstm"] == {"backbone": "small_cnn"}
