@@ -6,7 +6,7 @@
 # TORCH_VARIANT picks the PyTorch wheel index (cpu, cu126, cu128, cu130, ...): the CUDA wheels carry
 # their own CUDA runtime, so the slim base works on GPU nodes with the NVIDIA container toolkit.
 # TORCH_INDEX_URL overrides the index (a mirror of download.pytorch.org/whl/<variant>); the build
-# fails when the torch it installs is not the TORCH_VARIANT build (docker/torch_variant.py).
+# fails when the torch it installs is not the TORCH_VARIANT build (scripts/torch_variant.py).
 # Default command: the BentoML service on :3000. Pipeline steps override the command (kfp does).
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 FROM ${PYTHON_IMAGE}
@@ -42,7 +42,7 @@ RUN apt-get update \
 # torch/torchvision come from the PyTorch index of TORCH_VARIANT; everything else from PyPI,
 # where `torch==X` is then already satisfied by the `X+cpu`/`X+cu130` build.
 # The check after both installs: a requirement that pulls torch again would replace the +cpu build.
-COPY requirements.txt docker/torch_variant.py /tmp/
+COPY requirements.txt scripts/torch_variant.py /tmp/
 RUN python -m venv "$VIRTUAL_ENV" \
     && grep -E '^(torch|torchvision)==' /tmp/requirements.txt > /tmp/torch.txt \
     && pip install --index-url "$TORCH_INDEX_URL" -r /tmp/torch.txt \

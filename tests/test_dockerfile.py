@@ -14,7 +14,7 @@ What is and is not tested here (no image is built on this machine):
   (``pip install --no-deps .``); the image's entry commands run from that layout.
 - the folders where kfp keeps local artifact copies (``/minio``, ``/gcs``, ``/s3``, read from kfp's
   own constants) are created before USER, owned by that uid (issue 12: PermissionError '/minio');
-- the build runs ``docker/torch_variant.py "$TORCH_VARIANT"`` after both pip installs, and that
+- the build runs ``scripts/torch_variant.py "$TORCH_VARIANT"`` after both pip installs, and that
   check, run against this venv's real torch, accepts its build and refuses the other;
 - ``make -n image`` / ``make -n push``: the build and push commands with IMAGE and TORCH_VARIANT.
 - the built image itself: tests/test_image.py (slow, needs podman or docker and ``make image``);
@@ -279,7 +279,7 @@ def test_kfp_artifact_folders_are_writable_by_the_step_user(build: list[tuple[st
 
 
 def _torch_variant():
-    spec = importlib.util.spec_from_file_location("torch_variant", REPO / "docker" / "torch_variant.py")
+    spec = importlib.util.spec_from_file_location("torch_variant", REPO / "scripts" / "torch_variant.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -291,7 +291,7 @@ def test_build_fails_unless_torch_is_the_variant_it_asked_for(build: list[tuple[
     steps = [step.strip() for step in install.split("&&")]
     check = steps.index('python /tmp/torch_variant.py "$TORCH_VARIANT"')
     assert check > steps.index("pip install -r /tmp/requirements.txt"), "check after the last install"
-    assert "docker/torch_variant.py" in copy_sources(build)
+    assert "scripts/torch_variant.py" in copy_sources(build)
     variant = _torch_variant()
     assert variant.expected_cuda("cpu") is None
     assert variant.expected_cuda("cu130") == "13.0" and variant.expected_cuda("cu126") == "12.6"
@@ -311,7 +311,7 @@ def test_build_fails_unless_torch_is_the_variant_it_asked_for(build: list[tuple[
 def test_torch_variant_check_on_this_venvs_torch() -> None:
     """The script as the build runs it, against the torch installed here (CUDA or CPU build)."""
     torch = pytest.importorskip("torch")
-    script = str(REPO / "docker" / "torch_variant.py")
+    script = str(REPO / "scripts" / "torch_variant.py")
     cuda = torch.version.cuda
     right = "cpu" if cuda is None else "cu" + cuda.replace(".", "")
     wrong = "cu130" if cuda is None else "cpu"
