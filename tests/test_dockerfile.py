@@ -74,17 +74,22 @@ def ignore_patterns() -> list[str]:
 
 
 def is_ignored(relative: str, patterns: list[str]) -> bool:
-    """Docker's .dockerignore semantics for the patterns we use (globs, ``**/``, folders)."""
+    """Docker's .dockerignore semantics for the patterns we use (globs, ``**/``, folders, ``!`` exceptions:
+    the last matching pattern decides)."""
     parts = relative.strip("/").split("/")
     prefixes = ["/".join(parts[: index + 1]) for index in range(len(parts))]
+    ignored = False
     for pattern in patterns:
+        exception = pattern.startswith("!")
+        pattern = pattern.removeprefix("!")
         if pattern.startswith("**/"):
             tail = pattern[3:]
-            if any(fnmatch.fnmatchcase(part, tail) for part in parts) or fnmatch.fnmatchcase(parts[-1], tail):
-                return True
-        elif any(fnmatch.fnmatchcase(prefix, pattern) for prefix in prefixes):
-            return True
-    return False
+            matched = any(fnmatch.fnmatchcase(part, tail) for part in parts)
+        else:
+            matched = any(fnmatch.fnmatchcase(prefix, pattern) for prefix in prefixes)
+        if matched:
+            ignored = not exception
+    return ignored
 
 
 def copy_sources(build: list[tuple[str, str]]) -> list[str]:
