@@ -2,15 +2,17 @@
 
 Run::
 
-    python -m pipelines.submit --host https://kubeflow.example.com/pipeline --experiment signflow \\
-        -p train.epochs=30 -p train.lr=0.001 [--run-name NAME] [--no-cache] [--namespace NS]
+    python -m pipelines.submit --host https://kubeflow.example.com/pipeline --token-file token \\
+        --namespace team-ml --experiment signflow -p train.epochs=30 -p train.lr=0.001 \\
+        [--run-name NAME] [--no-cache] [--dry-run]
 
-``-p key=value`` overrides one params.yaml value for this run (YAML-typed, as in ``dvc exp run -S``);
-every override is type- and range-checked with the stages' own schema *before* anything is sent,
-so a typo fails here, not twenty minutes into the run. ``--params-file other.yaml`` sends every
-stage value of another params file. ``--no-cache`` reruns every step (kfp caching is on by default).
-Authentication is whatever ``kfp.Client`` finds (in-cluster service account, ``--token`` /
-``KF_PIPELINES_SA_TOKEN_PATH``, or an ``--existing-token``); see docs/kubeflow.md.
+``-p key=value`` overrides one params.yaml value for this run (YAML-typed, as in ``dvc exp run -S``;
+``train.epochs`` and the pipeline parameter name ``train__epochs`` both work); every override is
+type- and range-checked with the stages' own schema *before* anything is sent, so a typo fails
+here, not twenty minutes into the run. ``--params-file other.yaml`` sends every stage value of
+another params file. ``--no-cache`` reruns every step (kfp caching is on by default).
+Host, authentication (``--token``, ``--token-file``, ``--cookie``, ``--sa-token``, ``--no-auth``)
+and namespace: :mod:`pipelines.connect`; docs/kubeflow.md.
 """
 
 from __future__ import annotations
@@ -25,8 +27,11 @@ import yaml
 
 from pipelines import PipelineError
 from pipelines.compile import DEFAULT_OUTPUT
+from pipelines.connect import ConnectError, add_arguments, check_namespace, client, resolve
 from pipelines.params import param_key, params_from_arguments, parse_override, pipeline_params
 from signflow.config import ParamsError, load_params
+
+log = logging.getLogger("pipelines.submit")
 
 
 def package_defaults(package: Path) -> dict[str, Any]:
@@ -63,20 +68,18 @@ def build_arguments(package: Path, overrides: list[str], params_file: Path | Non
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", required=True, help="Kubeflow Pipelines API endpoint")
     parser.add_argument("--experiment", required=True, help="experiment name (created when missing)")
     parser.add_argument("--package", type=Path, default=DEFAULT_OUTPUT, help="compiled pipeline YAML")
     parser.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
                         help="override one params value for this run (repeatable), e.g. -p train.lr=0.001")
     parser.add_argument("--params-file", type=Path, default=None, help="send every value of this params.yaml")
     parser.add_argument("--run-name", default=None)
-    parser.add_argument("--namespace", default=None, help="Kubeflow profile namespace (multi-user installs)")
-    parser.add_argument("--existing-token", default=None, help="bearer token for the API (else kfp's defaults)")
     parser.add_argument("--pipeline-root", default=None,
                         help="where artifacts go, e.g. s3://bucket/signflow or gs://... (default: the cluster's)")
     parser.add_argument("--service-account", default=None, help="Kubernetes service account of the steps")
     parser.add_argument("--no-cache", action="store_true", help="disable step caching for this run")
     parser.add_argument("--dry-run", action="store_true", help="validate and print the arguments, send nothing")
+    add_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -88,24 +91,33 @@ def main(argv: list[str] | None = None) -> int:
         print(yaml.safe_dump({"arguments": arguments, "enable_caching": not args.no_cache}, sort_keys=True))
         return 0
 
-    import kfp  # here, not at import time: the client talks to the network
+    from kfp_server_api import ApiException  # the API bindings kfp installs
 
-    client_options: dict[str, Any] = {"host": args.host, "existing_token": args.existing_token}
-    if args.namespace:
-        client_options["namespace"] = args.namespace
-    client = kfp.Client(**client_options)
-    run = client.create_run_from_pipeline_package(
-        str(args.package),
-        arguments=arguments,
-        run_name=args.run_name,
-        experiment_name=args.experiment,
-        namespace=args.namespace,
-        pipeline_root=args.pipeline_root,
-        service_account=args.service_account,
-        # None keeps the compiled per-step setting (kubeflow.caching); False turns caching off for this run.
-        enable_caching=False if args.no_cache else None,
-    )
-    print(f"submit: run {run.run_id} in experiment {args.experiment!r}: {args.host.rstrip('/')}/#/runs/details/{run.run_id}")
+    try:
+        connection = resolve(args)
+        namespace = check_namespace(connection)
+        kfp_client = client(connection, namespace)
+        log.info("submitting to %s", connection.describe())
+        run = kfp_client.create_run_from_pipeline_package(
+            str(args.package),
+            arguments=arguments,
+            run_name=args.run_name,
+            experiment_name=args.experiment,
+            namespace=namespace,
+            pipeline_root=args.pipeline_root,
+            service_account=args.service_account,
+            # None keeps the compiled per-step setting (kubeflow.caching); False turns caching off for this run.
+            enable_caching=False if args.no_cache else None,
+        )
+    except ConnectError as error:
+        print(f"submit: error: {error}", file=sys.stderr)
+        return 2
+    except ApiException as error:
+        hint = " (check --token/--cookie/--sa-token and --namespace)" if error.status in (401, 403) else ""
+        print(f"submit: error: the Pipelines API answered {error.status} {error.reason}{hint}: "
+              f"{(error.body or '').strip()[:300]}", file=sys.stderr)
+        return 1
+    print(f"submit: run {run.run_id} in experiment {args.experiment!r}: {connection.host}/#/runs/details/{run.run_id}")
     return 0
 
 
