@@ -1,11 +1,13 @@
 """The signflow Kubeflow pipeline: the ``dvc.yaml`` DAG, one step per stage, with cluster resources.
 
 This module only wires: which step feeds which (from :mod:`pipelines.wiring`), the pipeline
-parameters (one per params leaf, defaults = ``params.yaml`` at compile time), and per-step
-Kubernetes settings from the ``kubeflow`` section of ``params.yaml``: CPU/memory requests and
-limits, GPUs (``set_accelerator_type``/``set_accelerator_limit``; the train step runs torchrun with
-one worker per GPU), node selectors and tolerations and an optional PVC (``kfp-kubernetes``), and
-step caching (on by default; ``pipelines.submit --no-cache`` turns it off for one run).
+parameters (one per params leaf, defaults = ``params.yaml`` at compile time, plus one
+``<stage>_gpus`` run parameter per GPU step), and per-step Kubernetes settings from the
+``kubeflow`` section of ``params.yaml``: CPU/memory requests and limits, GPUs
+(``set_accelerator_type``/``set_accelerator_limit`` fed by the run parameter; the train step runs
+torchrun with one worker per GPU), a memory-backed ``/dev/shm``, size-limited scratch emptyDirs,
+node selectors, tolerations, image pull secrets and an optional PVC (``kfp-kubernetes``), retries,
+and step caching (on by default; ``pipelines.submit --no-cache`` turns it off for one run).
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from pipelines.wiring import Stage
 from signflow.config import KubeflowParams, KubeflowResources, Params
 
 PIPELINE_NAME = "signflow"
+GPUS_SUFFIX = "_gpus"
+STATE_DIR_ENV = "SIGNFLOW_STATE_DIR"  # read by pipelines.runtime: train checkpoints that outlive the pod
+SCRATCH_MOUNTS = {"scratch": "/scratch", "artifacts-minio": "/minio", "artifacts-s3": "/s3", "artifacts-gcs": "/gcs"}
 TELEMETRY_OFF = {"BENTOML_DO_NOT_TRACK": "True", "DO_NOT_TRACK": "1"}
 
 
@@ -45,7 +50,22 @@ def check_kubeflow(kubeflow: KubeflowParams, stage_names: Sequence[str]) -> None
         )
 
 
-def _apply_resources(task: dsl.PipelineTask, stage: str, kubeflow: KubeflowParams) -> None:
+def gpu_parameter(stage: str) -> str:
+    """The run parameter holding a GPU step's accelerator count (no ``__``: not a params.yaml key)."""
+    return f"{stage}{GPUS_SUFFIX}"
+
+
+def cluster_params(kubeflow: KubeflowParams, stages: Sequence[Stage]) -> dict[str, int]:
+    """Run parameters that shape the cluster, not the results: ``<stage>_gpus`` of each GPU step."""
+    return {
+        gpu_parameter(stage.name): gpus
+        for stage in stages
+        if (gpus := stage_resources(kubeflow, stage.name).gpus or 0) > 0
+    }
+
+
+def _apply_resources(task: dsl.PipelineTask, stage: str, kubeflow: KubeflowParams, gpus: Any) -> None:
+    """CPU/memory from the kubeflow section; ``gpus`` is the stage's run parameter (or None: no GPU)."""
     resources = stage_resources(kubeflow, stage)
     setters = {
         "cpu_request": task.set_cpu_request,
@@ -61,8 +81,8 @@ def _apply_resources(task: dsl.PipelineTask, stage: str, kubeflow: KubeflowParam
             setter(value)
         except ValueError as error:  # kfp validates Kubernetes quantities
             raise PipelineError(f"params kubeflow.resources.{stage}.{key}: {value!r}: {error}") from None
-    gpus = resources.gpus or 0
-    if gpus > 0:
+    if gpus is not None:
+        # A pipeline parameter (kfp >= 2.15): the GPU count is chosen per run, not per compile.
         task.set_accelerator_type(kubeflow.accelerator_type).set_accelerator_limit(gpus)
         for key, value in kubeflow.gpu_node_selector.items():
             kubernetes.add_node_selector(task, label_key=key, label_value=value)
@@ -70,15 +90,47 @@ def _apply_resources(task: dsl.PipelineTask, stage: str, kubeflow: KubeflowParam
             kubernetes.add_toleration(task, **toleration.model_dump())
     for key, value in kubeflow.node_selector.items():
         kubernetes.add_node_selector(task, label_key=key, label_value=value)
+    if resources.shm:
+        # Docker's 64 MB /dev/shm breaks DataLoader workers and NCCL: a memory-backed emptyDir.
+        kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory",
+                                   size_limit=resources.shm)
+    if resources.scratch:
+        # kfp has no ephemeral-storage request; size-limited emptyDirs bound what a step may write
+        # locally (kubelet evicts beyond it): TMPDIR, and the launcher's local artifact copies,
+        # which live under /minio, /s3 or /gcs by pipeline-root scheme (emptyDirs are writable by any uid).
+        for name, path in SCRATCH_MOUNTS.items():
+            kubernetes.empty_dir_mount(task, volume_name=name, mount_path=path, size_limit=resources.scratch)
+        task.set_env_variable("TMPDIR", SCRATCH_MOUNTS["scratch"])
 
 
-def _docstring(params: Sequence[PipelineParam], stages: Sequence[Stage]) -> str:
+def _apply_cluster(task: dsl.PipelineTask, kubeflow: KubeflowParams) -> None:
+    """What every step gets: caching, retries, telemetry off, pull secrets, the PVC."""
+    task.set_caching_options(kubeflow.caching)
+    if kubeflow.retries:
+        task.set_retry(kubeflow.retries, backoff_duration=kubeflow.retry_backoff, backoff_factor=2.0)
+    for key, value in TELEMETRY_OFF.items():
+        task.set_env_variable(key, value)
+    if kubeflow.image_pull_secrets:
+        kubernetes.set_image_pull_secrets(task, list(kubeflow.image_pull_secrets))
+    if kubeflow.pvc:
+        mount = kubeflow.pvc_mount_path.rstrip("/")
+        kubernetes.mount_pvc(task, pvc_name=kubeflow.pvc, mount_path=kubeflow.pvc_mount_path)
+        # The BentoML model store and the train checkpoints must outlive the step's pod.
+        task.set_env_variable("BENTOML_HOME", f"{mount}/bentoml")
+        task.set_env_variable(STATE_DIR_ENV, f"{mount}/state")
+
+
+def _docstring(params: Sequence[PipelineParam], stages: Sequence[Stage], cluster: dict[str, int]) -> str:
     lines = [
         "signflow: " + " -> ".join(stage.name for stage in stages) + " (the dvc.yaml stages, same code).",
         "",
         "Args:",
     ]
     lines += [f"    {param.name}: params.yaml {param.key}. {param.description}".rstrip(". ") for param in params]
+    lines += [
+        f"    {name}: GPUs of the {name.removesuffix(GPUS_SUFFIX)} step (cluster shape, not a params.yaml key)"
+        for name in cluster
+    ]
     return "\n".join(lines)
 
 
@@ -101,7 +153,8 @@ def build_pipeline(params: Params, stages: Sequence[Stage], image: str, all_stag
         )
         for stage in stages
     }
-    names = [leaf.name for leaf in leaves]
+    cluster = cluster_params(kubeflow, stages)
+    names = [leaf.name for leaf in leaves] + list(cluster)
 
     def signflow(*args: Any) -> None:
         values = dict(zip(names, args))
@@ -112,18 +165,12 @@ def build_pipeline(params: Params, stages: Sequence[Stage], image: str, all_stag
             }
             for section in stage.sections:
                 arguments.update({leaf.name: values[leaf.name] for leaf in by_section[section]})
-            gpus = stage_resources(kubeflow, stage.name).gpus or 0
+            gpus = values.get(gpu_parameter(stage.name))
             if stage.name in DISTRIBUTED_STAGES:
-                arguments[NPROC_INPUT] = max(1, gpus)
+                arguments[NPROC_INPUT] = 1 if gpus is None else gpus  # torchrun workers = GPUs of this run
             task = components[stage.name](**arguments)
-            _apply_resources(task, stage.name, kubeflow)
-            task.set_caching_options(kubeflow.caching)
-            for key, value in TELEMETRY_OFF.items():
-                task.set_env_variable(key, value)
-            if kubeflow.pvc:
-                kubernetes.mount_pvc(task, pvc_name=kubeflow.pvc, mount_path=kubeflow.pvc_mount_path)
-                # The BentoML model store must outlive the package step's pod.
-                task.set_env_variable("BENTOML_HOME", f"{kubeflow.pvc_mount_path.rstrip('/')}/bentoml")
+            _apply_resources(task, stage.name, kubeflow, gpus)
+            _apply_cluster(task, kubeflow)
             tasks[stage.name] = task
 
     # kfp reads a pipeline's inputs from its signature and calls it with one channel per input,
@@ -134,6 +181,10 @@ def build_pipeline(params: Params, stages: Sequence[Stage], image: str, all_stag
                               annotation=leaf.python_type)
             for leaf in leaves
         ]
+        + [
+            inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default, annotation=int)
+            for name, default in cluster.items()
+        ]
     )
-    signflow.__doc__ = _docstring(leaves, stages)
+    signflow.__doc__ = _docstring(leaves, stages, cluster)
     return dsl.pipeline(name=PIPELINE_NAME, description=signflow.__doc__.splitlines()[0])(signflow)

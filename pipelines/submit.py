@@ -7,7 +7,8 @@ Run::
         [--run-name NAME] [--no-cache] [--dry-run]
 
 ``-p key=value`` overrides one params.yaml value for this run (YAML-typed, as in ``dvc exp run -S``;
-``train.epochs`` and the pipeline parameter name ``train__epochs`` both work); every override is
+``train.epochs`` and the pipeline parameter name ``train__epochs`` both work; ``train_gpus=4``
+sets a GPU step's accelerator count, and the train step's torchrun workers); every override is
 type- and range-checked with the stages' own schema *before* anything is sent, so a typo fails
 here, not twenty minutes into the run. ``--params-file other.yaml`` sends every stage value of
 another params file. ``--no-cache`` reruns every step (kfp caching is on by default).
@@ -28,7 +29,7 @@ import yaml
 from pipelines import PipelineError
 from pipelines.compile import DEFAULT_OUTPUT
 from pipelines.connect import ConnectError, add_arguments, check_namespace, client, resolve
-from pipelines.params import param_key, params_from_arguments, parse_override, pipeline_params
+from pipelines.params import SEPARATOR, param_key, params_from_arguments, parse_override, pipeline_params
 from signflow.config import ParamsError, load_params
 
 log = logging.getLogger("pipelines.submit")
@@ -44,16 +45,34 @@ def package_defaults(package: Path) -> dict[str, Any]:
     return {name: spec.get("defaultValue") for name, spec in inputs.items()}
 
 
+def _cluster_override(text: str, defaults: dict[str, Any]) -> tuple[str, Any] | None:
+    """``train_gpus=4``: a run parameter that shapes the cluster (no params.yaml key); None otherwise."""
+    name, _, value_text = (part.strip() for part in text.partition("="))
+    if SEPARATOR in name or "." in name or name not in defaults:
+        return None
+    try:
+        value = yaml.safe_load(value_text)
+    except yaml.YAMLError:
+        value = None
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 64:
+        raise ParamsError(f"override {text!r}: {name} is a GPU count, an integer from 0 to 64")
+    return name, value
+
+
 def build_arguments(package: Path, overrides: list[str], params_file: Path | None = None) -> dict[str, Any]:
     """The run's arguments: only values that differ from the package defaults, validated as a whole."""
     defaults = package_defaults(package)
     arguments: dict[str, Any] = {}
     if params_file is not None:
-        sections = sorted({name.split("__")[0] for name in defaults})
+        sections = sorted({name.split(SEPARATOR)[0] for name in defaults if SEPARATOR in name})
         for leaf in pipeline_params(load_params(params_file), sections):
             if leaf.name in defaults:
                 arguments[leaf.name] = leaf.default
     for override in overrides:
+        cluster = _cluster_override(override, defaults)
+        if cluster is not None:
+            arguments[cluster[0]] = cluster[1]
+            continue
         name, value = parse_override(override)
         if name not in defaults:
             raise ParamsError(
@@ -62,7 +81,8 @@ def build_arguments(package: Path, overrides: list[str], params_file: Path | Non
             )
         arguments[name] = value
     # Validate the complete set of values the run will use, as the steps will.
-    params_from_arguments({**defaults, **arguments}, source="run parameters")
+    merged = {**defaults, **arguments}
+    params_from_arguments({name: value for name, value in merged.items() if SEPARATOR in name}, source="run parameters")
     return {name: value for name, value in arguments.items() if value != defaults.get(name)}
 
 

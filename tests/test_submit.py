@@ -155,14 +155,14 @@ def _run(kfp_api: FakeKfp) -> Request:
 def test_single_user_no_auth_sends_parameters_and_no_credentials(kfp_api: FakeKfp) -> None:
     # The README's example: the pipeline name of a key works as well as its dotted params key.
     code = _submit(kfp_api, "--host", kfp_api.url, "--no-auth", "-p", "train.epochs=50", "-p", "train__lr=0.001",
-                   "--run-name", "r1", "--no-cache")
+                   "-p", "train_gpus=4", "--run-name", "r1", "--no-cache")
     assert code == 0
     assert all("authorization" not in r.headers and "cookie" not in r.headers for r in kfp_api.requests)
     (experiment,) = kfp_api.calls("POST", "/experiments")
     assert experiment.body["display_name"] == "signflow" and not experiment.body.get("namespace")
     run = _run(kfp_api)
     assert run.body["experiment_id"] == "exp-1" and run.body["display_name"] == "r1"
-    assert run.body["runtime_config"]["parameters"] == {"train__epochs": 50, "train__lr": 0.001}
+    assert run.body["runtime_config"]["parameters"] == {"train__epochs": 50, "train__lr": 0.001, "train_gpus": 4}
     spec = run.body["pipeline_spec"]["pipeline_spec"]  # the compiled package, sent inline
     assert spec["pipelineInfo"]["name"] == "signflow"
     tasks = spec["root"]["dag"]["tasks"]
@@ -279,6 +279,12 @@ def test_connection_options_fail_with_a_clear_message(argv: list[str], environ: 
     connect.add_arguments(parser)
     with pytest.raises(connect.ConnectError, match=message.replace("(", r"\(").replace(")", r"\)")):
         connect.resolve(parser.parse_args(argv), environ={"KF_PIPELINES_SA_TOKEN_PATH": "/nonexistent/sa", **environ})
+
+
+def test_gpu_count_override_is_checked() -> None:
+    with pytest.raises(submit.ParamsError, match="train_gpus is a GPU count"):
+        submit.build_arguments(PACKAGE, ["train_gpus=two"])
+    assert submit.build_arguments(PACKAGE, ["evaluate_gpus=0"]) == {"evaluate_gpus": 0}
 
 
 def test_auth_options_are_exclusive(capsys: pytest.CaptureFixture[str]) -> None:
