@@ -21,13 +21,12 @@ from kfp import dsl, kubernetes
 from pipelines import PipelineError
 from pipelines.components import DISTRIBUTED_STAGES, make_component, validate_image
 from pipelines.params import PipelineParam, pipeline_params
-from pipelines.runtime import NPROC_INPUT
+from pipelines.runtime import NPROC_INPUT, STATE_DIR_ENV
 from pipelines.wiring import Stage
 from signflow.config import KubeflowParams, KubeflowResources, Params
 
 PIPELINE_NAME = "signflow"
 GPUS_SUFFIX = "_gpus"
-STATE_DIR_ENV = "SIGNFLOW_STATE_DIR"  # read by pipelines.runtime: train checkpoints that outlive the pod
 SCRATCH_MOUNTS = {"scratch": "/scratch", "artifacts-minio": "/minio", "artifacts-s3": "/s3", "artifacts-gcs": "/gcs"}
 TELEMETRY_OFF = {"BENTOML_DO_NOT_TRACK": "True", "DO_NOT_TRACK": "1"}
 
