@@ -93,6 +93,7 @@ def test_artifacts_are_typed_and_chained(spec: pipeline_spec_pb2.PipelineSpec) -
     assert output_type("crop", "crop") == "system.Dataset"
     assert output_type("extract", "features") == "system.Dataset"
     assert output_type("train", "model") == "system.Model"
+    assert output_type("package", "bento") == "system.Model"  # the exported BentoML model leaves the pipeline
     assert output_type("evaluate", "metrics") == "system.Metrics"
     assert output_type("evaluate", "confusion_matrix") == "system.ClassificationMetrics"
     assert output_type("evaluate", "report") == "system.Markdown"
