@@ -21,12 +21,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from pipelines import PipelineError
+from pipelines import PipelineError, images
 from pipelines.compile import DEFAULT_OUTPUT
 from pipelines.connect import ConnectError, add_arguments, check_namespace, client, resolve
 from pipelines.params import SEPARATOR, param_key, params_from_arguments, parse_override, pipeline_params
@@ -43,6 +44,26 @@ def package_defaults(package: Path) -> dict[str, Any]:
     document = next(doc for doc in yaml.load_all(package.read_text(encoding="utf-8"), Loader=loader) if doc)
     inputs = document.get("root", {}).get("inputDefinitions", {}).get("parameters", {})
     return {name: spec.get("defaultValue") for name, spec in inputs.items()}
+
+
+def pin_package(package: Path) -> Path:
+    """A temporary copy of ``package`` whose step images carry their registry digest."""
+    documents = list(yaml.safe_load_all(package.read_text(encoding="utf-8")))
+    executors = documents[0].get("deploymentSpec", {}).get("executors", {})
+    pinned: dict[str, str] = {}
+    for executor in executors.values():
+        container = executor.get("container") or {}
+        image = container.get("image", "")
+        if image and "@" not in image:
+            if image not in pinned:
+                pinned[image] = images.pin(image)
+            container["image"] = pinned[image]
+    for image, reference in pinned.items():
+        log.info("pinned %s -> %s", image, reference)
+    # A temporary copy: the checked-in package stays the tag-based one the stale-YAML test compares.
+    target = Path(tempfile.mkdtemp(prefix="signflow-submit-")) / package.name
+    target.write_text(yaml.safe_dump_all(documents, sort_keys=True), encoding="utf-8")
+    return target
 
 
 def _cluster_override(text: str, defaults: dict[str, Any]) -> tuple[str, Any] | None:
@@ -99,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--service-account", default=None, help="Kubernetes service account of the steps")
     parser.add_argument("--no-cache", action="store_true", help="disable step caching for this run")
     parser.add_argument("--dry-run", action="store_true", help="validate and print the arguments, send nothing")
+    parser.add_argument("--pin-digest", action="store_true",
+                        help="resolve the package's image tag to its registry digest before sending")
     add_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -107,6 +130,13 @@ def main(argv: list[str] | None = None) -> int:
     except (PipelineError, ParamsError) as error:
         print(f"submit: error: {error}", file=sys.stderr)
         return 2
+    package = args.package
+    if args.pin_digest:
+        try:
+            package = pin_package(args.package)
+        except PipelineError as error:
+            print(f"submit: error: {error}", file=sys.stderr)
+            return 2
     if args.dry_run:
         print(yaml.safe_dump({"arguments": arguments, "enable_caching": not args.no_cache}, sort_keys=True))
         return 0
@@ -119,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         kfp_client = client(connection, namespace)
         log.info("submitting to %s", connection.describe())
         run = kfp_client.create_run_from_pipeline_package(
-            str(args.package),
+            str(package),
             arguments=arguments,
             run_name=args.run_name,
             experiment_name=args.experiment,
