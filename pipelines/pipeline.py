@@ -27,6 +27,8 @@ from signflow.config import KubeflowParams, KubeflowResources, Params
 
 PIPELINE_NAME = "signflow"
 GPUS_SUFFIX = "_gpus"
+RAW_OUTPUT = "raw"  # the output kubeflow.raw_uri imports instead of producing
+RAW_URI_PARAM = "raw_uri"
 SCRATCH_MOUNTS = {"scratch": "/scratch", "artifacts-minio": "/minio", "artifacts-s3": "/s3", "artifacts-gcs": "/gcs"}
 TELEMETRY_OFF = {"BENTOML_DO_NOT_TRACK": "True", "DO_NOT_TRACK": "1"}
 
@@ -119,7 +121,25 @@ def _apply_cluster(task: dsl.PipelineTask, kubeflow: KubeflowParams) -> None:
         task.set_env_variable(STATE_DIR_ENV, f"{mount}/state")
 
 
-def _docstring(params: Sequence[PipelineParam], stages: Sequence[Stage], cluster: dict[str, int]) -> str:
+def _imported_stage(kubeflow: KubeflowParams, stages: Sequence[Stage]) -> str | None:
+    """The stage that ``kubeflow.raw_uri`` replaces by an importer (the one writing ``raw``), or None."""
+    if not kubeflow.raw_uri:
+        return None
+    producers = [stage for stage in stages if any(output.name == RAW_OUTPUT for output in stage.outputs)]
+    if not producers:
+        raise PipelineError(f"params kubeflow.raw_uri: no stage of this pipeline writes {RAW_OUTPUT!r} to replace")
+    (producer,) = producers
+    for stage in stages:
+        for item in stage.inputs:
+            if item.producer == producer.name and item.producer_output != RAW_OUTPUT:
+                raise PipelineError(
+                    f"params kubeflow.raw_uri: {stage.name!r} also reads {item.producer_output!r} from "
+                    f"{producer.name!r}, which an imported dataset does not have"
+                )
+    return producer.name
+
+
+def _docstring(params: Sequence[PipelineParam], stages: Sequence[Stage], cluster: dict[str, Any]) -> str:
     lines = [
         "signflow: " + " -> ".join(stage.name for stage in stages) + " (the dvc.yaml stages, same code).",
         "",
@@ -129,7 +149,10 @@ def _docstring(params: Sequence[PipelineParam], stages: Sequence[Stage], cluster
     lines += [
         f"    {name}: GPUs of the {name.removesuffix(GPUS_SUFFIX)} step (cluster shape, not a params.yaml key)"
         for name in cluster
+        if name.endswith(GPUS_SUFFIX)
     ]
+    if RAW_URI_PARAM in cluster:
+        lines.append(f"    {RAW_URI_PARAM}: object-store folder imported as the raw dataset (kubeflow.raw_uri)")
     return "\n".join(lines)
 
 
@@ -138,6 +161,9 @@ def build_pipeline(params: Params, stages: Sequence[Stage], image: str, all_stag
     image = validate_image(image)
     kubeflow = params.kubeflow
     check_kubeflow(kubeflow, all_stage_names)
+    producer_types = {(stage.name, output.name): output.type_name for stage in stages for output in stage.outputs}
+    imported = _imported_stage(kubeflow, stages)
+    stages = [stage for stage in stages if stage.name != imported]
     sections: list[str] = []
     for stage in stages:
         sections += [section for section in stage.sections if section not in sections]
@@ -145,23 +171,31 @@ def build_pipeline(params: Params, stages: Sequence[Stage], image: str, all_stag
         raise PipelineError("dvc.yaml: no stage may read the kubeflow section (it shapes the cluster, not results)")
     leaves = pipeline_params(params, sections)
     by_section = {section: [leaf for leaf in leaves if leaf.section == section] for section in sections}
-    producer_types = {(stage.name, output.name): output.type_name for stage in stages for output in stage.outputs}
     components = {
         stage.name: make_component(
             stage, [leaf for section in stage.sections for leaf in by_section[section]], image, producer_types
         )
         for stage in stages
     }
-    cluster = cluster_params(kubeflow, stages)
+    cluster: dict[str, Any] = dict(cluster_params(kubeflow, stages))
+    if imported:
+        cluster[RAW_URI_PARAM] = kubeflow.raw_uri
     names = [leaf.name for leaf in leaves] + list(cluster)
 
     def signflow(*args: Any) -> None:
         values = dict(zip(names, args))
         tasks: dict[str, dsl.PipelineTask] = {}
+        if imported:
+            # The dataset is already in object storage: import it (no download pod, no copy).
+            tasks[imported] = dsl.importer(
+                artifact_uri=values[RAW_URI_PARAM], artifact_class=dsl.Dataset, reimport=False
+            ).set_display_name(f"{imported} (imported)")
+
+        def output(producer: str, name: str) -> Any:
+            return tasks[producer].output if producer == imported else tasks[producer].outputs[name]
+
         for stage in stages:
-            arguments: dict[str, Any] = {
-                item.name: tasks[item.producer].outputs[item.producer_output] for item in stage.inputs
-            }
+            arguments: dict[str, Any] = {item.name: output(item.producer, item.producer_output) for item in stage.inputs}
             for section in stage.sections:
                 arguments.update({leaf.name: values[leaf.name] for leaf in by_section[section]})
             gpus = values.get(gpu_parameter(stage.name))
@@ -181,7 +215,7 @@ def build_pipeline(params: Params, stages: Sequence[Stage], image: str, all_stag
             for leaf in leaves
         ]
         + [
-            inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default, annotation=int)
+            inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default, annotation=type(default))
             for name, default in cluster.items()
         ]
     )

@@ -31,7 +31,9 @@ from pipelines import PipelineError, images
 from pipelines.compile import DEFAULT_OUTPUT
 from pipelines.connect import ConnectError, add_arguments, check_namespace, client, resolve
 from pipelines.params import SEPARATOR, param_key, params_from_arguments, parse_override, pipeline_params
-from signflow.config import ParamsError, load_params
+from pydantic import ValidationError
+
+from signflow.config import KubeflowParams, ParamsError, load_params
 
 log = logging.getLogger("pipelines.submit")
 
@@ -67,10 +69,16 @@ def pin_package(package: Path) -> Path:
 
 
 def _cluster_override(text: str, defaults: dict[str, Any]) -> tuple[str, Any] | None:
-    """``train_gpus=4``: a run parameter that shapes the cluster (no params.yaml key); None otherwise."""
+    """``train_gpus=4``, ``raw_uri=s3://...``: run parameters with no params.yaml key; None otherwise."""
     name, _, value_text = (part.strip() for part in text.partition("="))
     if SEPARATOR in name or "." in name or name not in defaults:
         return None
+    if isinstance(defaults[name], str):  # raw_uri: checked as kubeflow.raw_uri is
+        try:
+            KubeflowParams(raw_uri=value_text)
+        except ValidationError:
+            raise ParamsError(f"override {text!r}: {name} is an object-store folder, e.g. s3://bucket/signflow/raw") from None
+        return name, value_text
     try:
         value = yaml.safe_load(value_text)
     except yaml.YAMLError:

@@ -457,6 +457,11 @@ class KubeflowParams(StrictModel):
     gpu_tolerations: list[KubeflowToleration] = Field(
         default_factory=lambda: [KubeflowToleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")]
     )
+    raw_uri: str | None = Field(
+        None, pattern=r"^(s3|gs|minio)://[^\s/]+/\S*$",
+        description="start from a dataset already in object storage: the raw step is an importer of this "
+        "folder (default of the raw_uri run parameter); null = run the download step",
+    )
     pvc: str | None = Field(
         None, description="existing PVC mounted on every step (local data, BentoML store, train checkpoints)"
     )

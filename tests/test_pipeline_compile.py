@@ -202,6 +202,32 @@ def test_cluster_options_from_the_kubeflow_section(tmp_path: Path) -> None:
     assert not any(task.caching_options.enable_cache for task in spec.root.dag.tasks.values())
 
 
+def test_raw_uri_imports_the_dataset_instead_of_downloading(tmp_path: Path) -> None:
+    out = compile_cli.compile_pipeline(
+        tmp_path / "p.yaml", params_path=REPO / "params.yaml", dvc_path=REPO / "dvc.yaml",
+        overrides=["kubeflow.raw_uri=s3://bucket/signflow/raw"],
+    )
+    spec = json_format.ParseDict(_documents(out)[0], pipeline_spec_pb2.PipelineSpec())
+    tasks = spec.root.dag.tasks
+    assert "download" not in tasks and "data__source" not in spec.root.input_definitions.parameters
+    importer = spec.deployment_spec["executors"][spec.components[tasks["importer"].component_ref.name].executor_label]
+    assert importer["importer"]["artifactUri"]["runtimeParameter"] == "uri"
+    assert tasks["importer"].inputs.parameters["uri"].component_input_parameter == "raw_uri"
+    assert json_format.MessageToDict(spec.root.input_definitions.parameters["raw_uri"].default_value) == (
+        "s3://bucket/signflow/raw"
+    )
+    for consumer in ("split", "crop", "extract"):  # every reader of raw reads the imported artifact
+        assert tasks[consumer].inputs.artifacts["raw"].task_output_artifact.producer_task == "importer"
+    with pytest.raises(ParamsError, match="kubeflow.raw_uri"):
+        compile_cli.compile_pipeline(tmp_path / "q.yaml", params_path=REPO / "params.yaml", dvc_path=REPO / "dvc.yaml",
+                                     overrides=["kubeflow.raw_uri=/local/path"])
+    from pipelines import submit
+
+    assert submit.build_arguments(out, ["raw_uri=gs://other/raw"]) == {"raw_uri": "gs://other/raw"}
+    with pytest.raises(ParamsError, match="object-store folder"):
+        submit.build_arguments(out, ["raw_uri=data/raw"])
+
+
 def test_stage_subset_and_unknown_stage(tmp_path: Path) -> None:
     out = tmp_path / "p.yaml"
     compile_cli.compile_pipeline(
