@@ -21,7 +21,7 @@ from kfp import dsl, kubernetes
 from pipelines import PipelineError
 from pipelines.components import DISTRIBUTED_STAGES, make_component, validate_image
 from pipelines.params import PipelineParam, pipeline_params
-from pipelines.runtime import NPROC_INPUT, STATE_DIR_ENV
+from pipelines.runtime import NODES_INPUT, NPROC_INPUT, STATE_DIR_ENV
 from pipelines.wiring import Stage
 from signflow.config import KubeflowParams, KubeflowResources, Params
 
@@ -151,6 +151,8 @@ def _docstring(params: Sequence[PipelineParam], stages: Sequence[Stage], cluster
         for name in cluster
         if name.endswith(GPUS_SUFFIX)
     ]
+    if NODES_INPUT in cluster:
+        lines.append(f"    {NODES_INPUT}: pods of the train step; > 1 runs a PyTorchJob on the claim (kubeflow.pvc)")
     if RAW_URI_PARAM in cluster:
         lines.append(f"    {RAW_URI_PARAM}: object-store folder imported as the raw dataset (kubeflow.raw_uri)")
     return "\n".join(lines)
@@ -171,13 +173,20 @@ def build_pipeline(params: Params, stages: Sequence[Stage], image: str, all_stag
         raise PipelineError("dvc.yaml: no stage may read the kubeflow section (it shapes the cluster, not results)")
     leaves = pipeline_params(params, sections)
     by_section = {section: [leaf for leaf in leaves if leaf.section == section] for section in sections}
+    # With a claim the train step can hand training to a PyTorchJob (train_nodes > 1): it needs the
+    # cluster settings the job's pods get, which no stage params carry.
+    multinode = bool(kubeflow.pvc) and any(stage.name in DISTRIBUTED_STAGES for stage in stages)
+    trainjob = {"image": image, "kubeflow": kubeflow.model_dump(mode="json")} if multinode else None
     components = {
         stage.name: make_component(
-            stage, [leaf for section in stage.sections for leaf in by_section[section]], image, producer_types
+            stage, [leaf for section in stage.sections for leaf in by_section[section]], image, producer_types,
+            trainjob if stage.name in DISTRIBUTED_STAGES else None,
         )
         for stage in stages
     }
     cluster: dict[str, Any] = dict(cluster_params(kubeflow, stages))
+    if multinode:
+        cluster[NODES_INPUT] = 1
     if imported:
         cluster[RAW_URI_PARAM] = kubeflow.raw_uri
     names = [leaf.name for leaf in leaves] + list(cluster)
@@ -201,6 +210,8 @@ def build_pipeline(params: Params, stages: Sequence[Stage], image: str, all_stag
             gpus = values.get(gpu_parameter(stage.name))
             if stage.name in DISTRIBUTED_STAGES:
                 arguments[NPROC_INPUT] = 1 if gpus is None else gpus  # torchrun workers = GPUs of this run
+                if multinode:
+                    arguments[NODES_INPUT] = values[NODES_INPUT]
             task = components[stage.name](**arguments)
             _apply_resources(task, stage.name, kubeflow, gpus)
             _apply_cluster(task, kubeflow)

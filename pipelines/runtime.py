@@ -27,6 +27,7 @@ from pipelines.params import SEPARATOR, params_file_text
 
 log = logging.getLogger("pipelines.runtime")
 NPROC_INPUT = "nproc_per_node"  # set on the train step: GPUs requested -> torchrun workers
+NODES_INPUT = "train_nodes"  # train step with a claim: > 1 runs a PyTorchJob (pipelines.multinode)
 STATE_DIR_ENV = "SIGNFLOW_STATE_DIR"
 # Stage state that must not travel in an output artifact: flag -> folder. Checkpoints live per
 # run key (a retried pod resumes from its last epoch); the frozen-backbone feature cache is keyed
@@ -132,8 +133,16 @@ def run_stage(wiring: Mapping[str, Any], values: Mapping[str, Any]) -> None:
         params_text = params_file_text(arguments, wiring["sections"])
         params_path.write_text(params_text, encoding="utf-8")
         argv = build_argv(wiring, values, params_path)
-        argv += state_argv(wiring["stage"], state_key(params_text, wiring, values), Path(workdir), os.environ)
-        code = _run(wiring["module"], argv, int(values.get(NPROC_INPUT) or 1))
+        key = state_key(params_text, wiring, values)
+        nodes = int(values.get(NODES_INPUT) or 1)
+        if nodes > 1:
+            from pipelines.multinode import run_pytorchjob  # the Kubernetes client: only on this path
+
+            run_pytorchjob(wiring, values, argv, params_text, key, nodes)
+            code = 0
+        else:
+            argv += state_argv(wiring["stage"], key, Path(workdir), os.environ)
+            code = _run(wiring["module"], argv, int(values.get(NPROC_INPUT) or 1))
     if code != 0:
         raise StageFailed(f"stage {wiring['stage']} exited with status {code}")
     log_outputs(wiring, values)

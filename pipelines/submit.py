@@ -84,7 +84,7 @@ def _cluster_override(text: str, defaults: dict[str, Any]) -> tuple[str, Any] | 
     except yaml.YAMLError:
         value = None
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 64:
-        raise ParamsError(f"override {text!r}: {name} is a GPU count, an integer from 0 to 64")
+        raise ParamsError(f"override {text!r}: {name} is a count (GPUs, nodes), an integer from 0 to 64")
     return name, value
 
 

@@ -282,7 +282,7 @@ def test_connection_options_fail_with_a_clear_message(argv: list[str], environ: 
 
 
 def test_gpu_count_override_is_checked() -> None:
-    with pytest.raises(submit.ParamsError, match="train_gpus is a GPU count"):
+    with pytest.raises(submit.ParamsError, match="train_gpus is a count"):
         submit.build_arguments(PACKAGE, ["train_gpus=two"])
     assert submit.build_arguments(PACKAGE, ["evaluate_gpus=0"]) == {"evaluate_gpus": 0}
 
