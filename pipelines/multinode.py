@@ -55,7 +55,11 @@ def _apis() -> tuple[Any, Any]:
     try:
         config.load_incluster_config()
     except config.ConfigException:
-        config.load_kube_config()  # outside a pod ($KUBECONFIG): a developer's cluster, the tests' stand-in
+        # Outside a pod: $KUBECONFIG (read now: the kubernetes package reads it once at import).
+        try:
+            config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
+        except (config.ConfigException, OSError) as error:
+            raise StageFailed(f"train_nodes > 1: no Kubernetes API to create the PyTorchJob ({error})") from None
     return client.CoreV1Api(), client.CustomObjectsApi()
 
 

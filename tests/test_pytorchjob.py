@@ -9,6 +9,7 @@ The two processes get what the operator gives each replica: ``MASTER_ADDR``/``MA
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -153,3 +154,161 @@ def test_two_node_rendezvous_reaches_the_weights_of_one_process(tmp_path: Path) 
     relative = float((a - b).norm() / a.norm())
     assert relative < 1e-3, relative
     print(f"2-node vs 1-process relative weight difference: {relative:.2e}")
+
+
+# --------------------------------------------------------------------------- from the pipeline's train step
+
+
+class FakeCluster:
+    """A loopback Kubernetes API with a stand-in Training Operator.
+
+    ``POST`` of a ConfigMap stores it; ``POST`` of a PyTorchJob validates it with the SDK models,
+    "mounts" its ConfigMap and starts every replica's command as a local process with the
+    operator's ``MASTER_ADDR``/``MASTER_PORT``; ``GET`` answers the job with ``Succeeded`` or
+    ``Failed`` once all replicas exited.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.configmaps: dict[str, dict[str, Any]] = {}
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.processes: dict[str, list[subprocess.Popen[str]]] = {}
+        self.posts: list[str] = []
+
+    def start_job(self, job: dict[str, Any]) -> None:
+        name = job["metadata"]["name"]
+        configmap = self.configmaps[job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["volumes"][1]
+                                    ["configMap"]["name"]]
+        mounted = self.root / name / "params.yaml"
+        mounted.parent.mkdir(parents=True)
+        mounted.write_text(configmap["data"]["params.yaml"], encoding="utf-8")
+        env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+        commands = []
+        for role in ("Master", "Worker"):
+            spec = job["spec"]["pytorchReplicaSpecs"][role]
+            (container,) = spec["template"]["spec"]["containers"]
+            commands += [container["command"]] * spec["replicas"]
+        self.processes[name] = []
+        for rank, command in enumerate(commands):
+            argv = [str(mounted) if part == PARAMS_FILE else part for part in _expand(command, env)]
+            argv[0] = sys.executable
+            self.processes[name].append(subprocess.Popen(
+                argv, cwd=REPO, env={**os.environ, **env, "RANK": str(rank), "OMP_NUM_THREADS": "1"},
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+            ))
+
+    def status(self, name: str) -> dict[str, Any]:
+        codes = [process.poll() for process in self.processes.get(name, [])]
+        if not codes or None in codes:
+            return {"conditions": [{"type": "Running", "status": "True"}]}
+        kind = "Succeeded" if all(code == 0 for code in codes) else "Failed"
+        return {"conditions": [{"type": "Running", "status": "False"}, {"type": kind, "status": "True"}]}
+
+
+def _k8s_handler(cluster: FakeCluster) -> type:
+    from http.server import BaseHTTPRequestHandler
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def _reply(self, status: int, body: dict[str, Any]) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_POST(self) -> None:  # noqa: N802
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            cluster.posts.append(self.path)
+            name = body["metadata"]["name"]
+            if self.path == "/api/v1/namespaces/team-ml/configmaps":
+                cluster.configmaps[name] = body
+                self._reply(201, body)
+            elif self.path == "/apis/kubeflow.org/v1/namespaces/team-ml/pytorchjobs":
+                if name in cluster.jobs:
+                    self._reply(409, {"kind": "Status", "reason": "AlreadyExists", "code": 409})
+                    return
+                assert _round_trip(body) == body  # what the operator would accept
+                cluster.jobs[name] = body
+                cluster.start_job(body)
+                self._reply(201, body)
+            else:
+                self._reply(404, {"kind": "Status", "code": 404})
+
+        def do_GET(self) -> None:  # noqa: N802
+            prefix = "/apis/kubeflow.org/v1/namespaces/team-ml/pytorchjobs/"
+            name = self.path[len(prefix):] if self.path.startswith(prefix) else ""
+            if name in cluster.jobs:
+                self._reply(200, {**cluster.jobs[name], "status": cluster.status(name)})
+            else:
+                self._reply(404, {"kind": "Status", "code": 404})
+
+    return Handler
+
+
+@pytest.mark.slow  # a 2-node job of the stand-in operator: ~1-3 min on 2 cores
+@pytest.mark.timeout(600)
+def test_train_step_with_train_nodes_runs_a_pytorchjob_and_collects_its_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    from kfp import dsl
+
+    from pipelines import multinode
+    from pipelines.params import pipeline_params
+    from pipelines.runtime import run_stage
+    from pipelines.wiring import load_dvc, stages_from_dvc
+
+    claim = tmp_path / "claim"
+    inputs = tmp_path / "artifacts"
+    make_features(inputs, per_class={"train": 4, "val": 2})
+    (inputs / "split").mkdir()
+    (inputs / "label_map.json").rename(inputs / "split" / "label_map.json")
+    (inputs / "weights").mkdir()
+    params = _params(claim)
+
+    cluster = FakeCluster(tmp_path / "mounted")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _k8s_handler(cluster))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "stand-in",
+        "clusters": [{"name": "stand-in", "cluster": {"server": f"http://127.0.0.1:{server.server_address[1]}"}}],
+        "contexts": [{"name": "stand-in", "context": {"cluster": "stand-in", "user": "u"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+    }), encoding="utf-8")  # fmt: skip
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.setenv("SIGNFLOW_NAMESPACE", "team-ml")
+    monkeypatch.setenv("SIGNFLOW_STATE_DIR", str(claim / "state"))
+    monkeypatch.setattr(multinode.run_pytorchjob, "__defaults__", (None, 0.5))  # poll every 0.5 s
+
+    (train,) = [stage for stage in stages_from_dvc(load_dvc(REPO / "dvc.yaml")) if stage.name == "train"]
+    wiring = {**train.to_json_dict(), "trainjob": {"image": "ghcr.io/x/signflow:1", "kubeflow": params.kubeflow.model_dump(mode="json")}}
+    values: dict[str, Any] = {p.name: p.default for p in pipeline_params(params, train.sections)}
+    sources = {"features": inputs / "features", "split": inputs / "split", "weights": inputs / "weights"}
+    for item in train.inputs:
+        values[item.name] = dsl.Dataset(name=item.name, uri=str(sources[item.name]), metadata={})
+    classes = {"Model": dsl.Model, "Metrics": dsl.Metrics, "Artifact": dsl.Artifact}
+    for output in [*train.outputs, *train.derived]:
+        values[output.name] = classes[output.type_name](name=output.name, uri=str(tmp_path / "out" / output.name), metadata={})
+    values.update({"nproc_per_node": 1, "train_nodes": 2})
+    try:
+        run_stage(wiring, values)
+        # A retried step (same params and inputs) re-attaches to the job instead of starting another.
+        run_stage(wiring, values)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert cluster.posts.count("/apis/kubeflow.org/v1/namespaces/team-ml/pytorchjobs") == 2 and len(cluster.jobs) == 1
+    ((name, job),) = cluster.jobs.items()
+    assert job["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] == 1
+    model = Path(values["model"].path)
+    assert sorted(p.name for p in model.iterdir()) == ["model.pt", "preprocess.json"]
+    assert read_model_file(model / "model.pt")["extra"]["train"]["epochs_trained"] == 2
+    assert (claim / "runs" / name / "data" / "split" / "label_map.json").is_file()  # inputs went to the claim
