@@ -128,8 +128,8 @@ def test_pinned_compile_is_deterministic_and_follows_a_new_push(registry: FakeRe
     first = registry.push("signflow/signflow", "0.1.0-cu130", "build 1")
     outputs = []
     for name in ("a.yaml", "b.yaml"):
-        out = compile_cli.compile_pipeline(tmp_path / name, params_path=REPO / "params.yaml",
-                                           dvc_path=REPO / "dvc.yaml", image=image, pin_digest=True)
+        out = compile_cli.compile_pipeline(tmp_path / name, params_path=REPO / "params.yaml", dvc_path=REPO / "dvc.yaml",
+                                           image=image, pin_digest=True, stage_names=["download", "split"])
         outputs.append(out.read_text(encoding="utf-8"))
     assert outputs[0] == outputs[1]  # same digest, byte-identical package
     spec = yaml.safe_load(outputs[0].split("\n---\n")[0])
@@ -137,8 +137,8 @@ def test_pinned_compile_is_deterministic_and_follows_a_new_push(registry: FakeRe
 
     # Same tag, new code: a new digest, so a new image string and new kfp cache keys.
     second = registry.push("signflow/signflow", "0.1.0-cu130", "build 2")
-    out = compile_cli.compile_pipeline(tmp_path / "c.yaml", params_path=REPO / "params.yaml",
-                                       dvc_path=REPO / "dvc.yaml", image=image, pin_digest=True)
+    out = compile_cli.compile_pipeline(tmp_path / "c.yaml", params_path=REPO / "params.yaml", dvc_path=REPO / "dvc.yaml",
+                                       image=image, pin_digest=True, stage_names=["download", "split"])
     assert f"{image}@{second}" in out.read_text(encoding="utf-8") and second != first
 
 
