@@ -77,7 +77,9 @@ def _cluster_override(text: str, defaults: dict[str, Any]) -> tuple[str, Any] | 
         try:
             KubeflowParams(raw_uri=value_text)
         except ValidationError:
-            raise ParamsError(f"override {text!r}: {name} is an object-store folder, e.g. s3://bucket/signflow/raw") from None
+            raise ParamsError(
+                f"override {text!r}: {name} is an object-store folder, e.g. s3://bucket/signflow/raw"
+            ) from None
         return name, value_text
     try:
         value = yaml.safe_load(value_text)

@@ -120,7 +120,9 @@ def experiment(
     """The Katib Experiment manifest for ``sweep`` (a plain dict for ``kubectl apply -f``)."""
     kubeflow = params.kubeflow
     if not kubeflow.pvc:
-        raise PipelineError("trials read the extracted features from a claim: set kubeflow.pvc (e.g. -p kubeflow.pvc=signflow-data)")
+        raise PipelineError(
+            "trials read the extracted features from a claim: set kubeflow.pvc (e.g. -p kubeflow.pvc=signflow-data)"
+        )
     mount = kubeflow.pvc_mount_path.rstrip("/")
     if not (data == mount or data.startswith(mount + "/")):
         raise PipelineError(f"--data {data}: must be on the claim, under {mount} (kubeflow.pvc_mount_path)")

@@ -288,14 +288,16 @@ def test_train_step_with_train_nodes_runs_a_pytorchjob_and_collects_its_model(
     monkeypatch.setattr(multinode.run_pytorchjob, "__defaults__", (None, 0.5))  # poll every 0.5 s
 
     (train,) = [stage for stage in stages_from_dvc(load_dvc(REPO / "dvc.yaml")) if stage.name == "train"]
-    wiring = {**train.to_json_dict(), "trainjob": {"image": "ghcr.io/x/signflow:1", "kubeflow": params.kubeflow.model_dump(mode="json")}}
+    trainjob = {"image": "ghcr.io/x/signflow:1", "kubeflow": params.kubeflow.model_dump(mode="json")}
+    wiring = {**train.to_json_dict(), "trainjob": trainjob}
     values: dict[str, Any] = {p.name: p.default for p in pipeline_params(params, train.sections)}
     sources = {"features": inputs / "features", "split": inputs / "split", "weights": inputs / "weights"}
     for item in train.inputs:
         values[item.name] = dsl.Dataset(name=item.name, uri=str(sources[item.name]), metadata={})
     classes = {"Model": dsl.Model, "Metrics": dsl.Metrics, "Artifact": dsl.Artifact}
     for output in [*train.outputs, *train.derived]:
-        values[output.name] = classes[output.type_name](name=output.name, uri=str(tmp_path / "out" / output.name), metadata={})
+        uri = str(tmp_path / "out" / output.name)
+        values[output.name] = classes[output.type_name](name=output.name, uri=uri, metadata={})
     values.update({"nproc_per_node": 1, "train_nodes": 2})
     try:
         run_stage(wiring, values)
