@@ -408,14 +408,15 @@ def export_model(tag: str, folder: Path) -> Path:
     """
     import bentoml
 
+    folder = folder.resolve()  # BentoML reads a relative path against the filesystem root
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / EXPORT_FILE
     # Export next to the target, then rename: an interrupted export never looks like a model.
-    partial = folder / f".{EXPORT_FILE}.partial"
+    # The name keeps the .bentomodel suffix, or BentoML appends one.
+    partial = folder / f".partial-{EXPORT_FILE}"
     partial.unlink(missing_ok=True)
     bentoml.models.export_model(tag, str(partial), output_format="bentomodel")
-    written = partial if partial.is_file() else Path(f"{partial}.bentomodel")  # BentoML may append the suffix
-    written.replace(target)
+    partial.replace(target)
     atomic.write_json(
         folder / EXPORT_RECORD,
         {"model_tag": tag, "file": EXPORT_FILE, "import_with": f"bentoml models import {EXPORT_FILE}"},

@@ -251,13 +251,14 @@ def test_export_is_a_bentoml_model_another_store_imports(tmp_path: Path) -> None
     out, export = tmp_path / "package.json", tmp_path / "bento"
     result = _run_stage(
         tmp_path, "--params", str(_params(tmp_path, [])), "--models", str(current / "models"),
-        "--metrics", str(current / "reports/evaluate/metrics.json"), "--out", str(out), "--export", str(export),
+        "--metrics", str(current / "reports/evaluate/metrics.json"), "--out", str(out),
+        "--export", os.path.relpath(export, REPO_ROOT),  # relative, as dvc.yaml passes it
     )
     assert result.returncode == 0, result.stderr
     record = json.loads(out.read_text())
     assert sorted(p.name for p in export.iterdir()) == ["model.bentomodel", "model.json"]
     assert json.loads((export / "model.json").read_text())["model_tag"] == record["model_tag"]
-    assert record["export"] == str(export / "model.bentomodel")
+    assert record["export"] == str(export.resolve() / "model.bentomodel")
 
     # A fresh store (another machine, the serving pod) imports it under the same tag, files intact.
     env = {**os.environ, "BENTOML_HOME": str(tmp_path / "serving-store"), "BENTOML_DO_NOT_TRACK": "True"}
