@@ -85,7 +85,6 @@ def _condition(job: Mapping[str, Any]) -> str | None:
 def run_pytorchjob(
     wiring: Mapping[str, Any],
     values: Mapping[str, Any],
-    argv: list[str],
     params_text: str,
     key: str,
     nodes: int,
@@ -101,10 +100,10 @@ def run_pytorchjob(
     mount = Path(params.kubeflow.pvc_mount_path)
     name = f"signflow-train-{key[:12]}"
     run = mount / "runs" / name
-    flags = dict(zip(argv[::2], argv[1::2]))
-    for flag, inside in DATA_LAYOUT.items():
-        if flag in flags:
-            _copy(Path(flags[flag]), run / "data" / inside)
+    for arg in wiring["args"]:
+        if arg["kind"] == "input" and arg["flag"] in DATA_LAYOUT:
+            source = _path(values[arg["artifact"]]) / arg.get("subpath", "")
+            _copy(source, run / "data" / DATA_LAYOUT[arg["flag"]])
     namespace = _namespace(environ)
     manifest = pytorchjob(params, name=name, image=job_config["image"], nodes=nodes, data=str(run / "data"),
                           out=str(run / "out"), namespace=namespace)  # fmt: skip

@@ -138,7 +138,7 @@ def run_stage(wiring: Mapping[str, Any], values: Mapping[str, Any]) -> None:
         if nodes > 1:
             from pipelines.multinode import run_pytorchjob  # the Kubernetes client: only on this path
 
-            run_pytorchjob(wiring, values, argv, params_text, key, nodes)
+            run_pytorchjob(wiring, values, params_text, key, nodes)
             code = 0
         else:
             argv += state_argv(wiring["stage"], key, Path(workdir), os.environ)
