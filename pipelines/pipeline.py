@@ -29,7 +29,7 @@ PIPELINE_NAME = "signflow"
 GPUS_SUFFIX = "_gpus"
 RAW_OUTPUT = "raw"  # the output kubeflow.raw_uri imports instead of producing
 RAW_URI_PARAM = "raw_uri"
-SCRATCH_MOUNTS = {"scratch": "/scratch", "artifacts-minio": "/minio", "artifacts-s3": "/s3", "artifacts-gcs": "/gcs"}
+SCRATCH_MOUNTS = {"scratch": "/tmp", "artifacts-minio": "/minio", "artifacts-s3": "/s3", "artifacts-gcs": "/gcs"}
 TELEMETRY_OFF = {"BENTOML_DO_NOT_TRACK": "True", "DO_NOT_TRACK": "1"}
 
 
@@ -97,11 +97,11 @@ def _apply_resources(task: dsl.PipelineTask, stage: str, kubeflow: KubeflowParam
                                    size_limit=resources.shm)
     if resources.scratch:
         # kfp has no ephemeral-storage request; size-limited emptyDirs bound what a step may write
-        # locally (kubelet evicts beyond it): TMPDIR, and the launcher's local artifact copies,
-        # which live under /minio, /s3 or /gcs by pipeline-root scheme (emptyDirs are writable by any uid).
+        # locally (kubelet evicts beyond it): /tmp, and the launcher's local artifact copies, which
+        # live under /minio, /s3 or /gcs by pipeline-root scheme (emptyDirs are writable by any uid).
+        # /tmp rather than a new TMPDIR: a runner without the mounts (kfp.local) still has /tmp.
         for name, path in SCRATCH_MOUNTS.items():
             kubernetes.empty_dir_mount(task, volume_name=name, mount_path=path, size_limit=resources.scratch)
-        task.set_env_variable("TMPDIR", SCRATCH_MOUNTS["scratch"])
 
 
 def _apply_cluster(task: dsl.PipelineTask, kubeflow: KubeflowParams) -> None:

@@ -411,7 +411,7 @@ class KubeflowResources(StrictModel):
     )
     shm: str | None = Field(None, description="memory-backed /dev/shm size (DataLoader workers, NCCL), e.g. 8Gi")
     scratch: str | None = Field(
-        None, description="size limit of the step's scratch emptyDirs (TMPDIR and the launcher's /minio, /s3, /gcs)"
+        None, description="size limit of the step's scratch emptyDirs (/tmp and the launcher's /minio, /s3, /gcs)"
     )
 
 

@@ -154,12 +154,10 @@ def test_gpu_steps_request_gpus_resources_and_tolerations(
         else:
             assert "accelerator" not in resources
         assert resources["resourceCpuRequest"] and resources["resourceMemoryLimit"]
-        # Every step: local artifact copies and TMPDIR on size-limited emptyDirs, retries on failure.
+        # Every step: local artifact copies and /tmp on size-limited emptyDirs, retries on failure.
         mounts = {m["mountPath"]: m for m in platform[label]["emptyDirMounts"]}
-        assert {"/scratch", "/minio", "/s3", "/gcs"} <= set(mounts)
-        assert mounts["/minio"]["sizeLimit"] == kubeflow.default_resources.scratch
-        env = {e["name"]: e["value"] for e in spec.deployment_spec["executors"][label]["container"]["env"]}
-        assert env["TMPDIR"] == "/scratch"
+        assert {"/tmp", "/minio", "/s3", "/gcs"} <= set(mounts)
+        assert mounts["/minio"]["sizeLimit"] == mounts["/tmp"]["sizeLimit"] == kubeflow.default_resources.scratch
         assert spec.root.dag.tasks[name].retry_policy.max_retry_count == kubeflow.retries
     train_inputs = spec.root.dag.tasks["train"].inputs.parameters
     # torchrun workers = GPUs of the run
