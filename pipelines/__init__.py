@@ -5,7 +5,11 @@
 - :mod:`pipelines.components`: one lightweight component per stage, calling the stage's ``main``;
 - :mod:`pipelines.runtime`: what runs inside the step's container;
 - :mod:`pipelines.pipeline`: the DAG, resources, GPUs, scheduling;
-- :mod:`pipelines.compile` / :mod:`pipelines.submit`: the command lines.
+- :mod:`pipelines.compile` / :mod:`pipelines.submit`: the command lines;
+- :mod:`pipelines.connect`: host, authentication and namespace for submit;
+- :mod:`pipelines.images`: image tag -> registry digest (``--pin-digest``);
+- :mod:`pipelines.trainjob` / :mod:`pipelines.sweep` / :mod:`pipelines.manifests`: multi-node
+  PyTorchJob and Katib Experiment manifests; :mod:`pipelines.trial`: one Katib trial.
 """
 
 

@@ -1,6 +1,9 @@
 """Compile the signflow Kubeflow pipeline to YAML (checked in as ``pipelines/signflow_pipeline.yaml``).
 
-Run: ``python -m pipelines.compile [--image ghcr.io/you/signflow:0.1.0] [-p train.epochs=30]``
+Run: ``python -m pipelines.compile [--image ghcr.io/you/signflow:0.1.0] [--pin-digest] [-p train.epochs=30]``
+
+``--pin-digest`` asks the registry for the tag's digest and compiles ``name:tag@sha256:...``, so
+kfp's step cache (keyed on the image string) follows a rebuilt image (:mod:`pipelines.images`).
 
 Reads ``dvc.yaml`` (the DAG and each stage's command) and ``params.yaml`` (parameter defaults and
 the ``kubeflow`` section: image, resources, GPUs, scheduling). Everything the cluster could only
@@ -19,7 +22,8 @@ from pathlib import Path
 
 from kfp import compiler
 
-from pipelines import PipelineError
+from pipelines import PipelineError, images
+from pipelines.components import validate_image
 from pipelines.pipeline import build_pipeline
 from pipelines.wiring import load_dvc, select, stages_from_dvc
 from signflow.config import ParamsError, apply_overrides, load_params
@@ -38,19 +42,21 @@ def compile_pipeline(
     image: str | None = None,
     stage_names: list[str] | None = None,
     overrides: list[str] | None = None,
+    pin_digest: bool = False,
 ) -> Path:
-    """Write the pipeline YAML for ``stage_names`` (all dvc.yaml stages when None) to ``output``."""
+    """Write the pipeline YAML for ``stage_names`` (all dvc.yaml stages when None) to ``output``.
+
+    ``pin_digest``: resolve the image tag to its registry digest first (:func:`pipelines.images.pin`).
+    """
     params = load_params(params_path)
     if overrides:
         params = apply_overrides(params, overrides)
     all_stages = stages_from_dvc(load_dvc(dvc_path))
     stages = select(all_stages, stage_names)
-    pipeline = build_pipeline(
-        params,
-        stages,
-        params.kubeflow.image if image is None else image,
-        [stage.name for stage in all_stages],
-    )
+    image = validate_image(params.kubeflow.image if image is None else image)
+    if pin_digest:
+        image = images.pin(image)
+    pipeline = build_pipeline(params, stages, image, [stage.name for stage in all_stages])
     output.parent.mkdir(parents=True, exist_ok=True)
     # Compile next to the target, then rename: a failed compile never leaves half a YAML.
     with tempfile.TemporaryDirectory(dir=output.parent) as tmp:
@@ -69,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stages", default=None, help="comma-separated subset, e.g. download,split (default: all)")
     parser.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
                         help="change a compile-time default (repeatable), e.g. -p kubeflow.resources.train.gpus=4")
+    parser.add_argument("--pin-digest", action="store_true",
+                        help="resolve the image tag to its registry digest (cache follows rebuilt images)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"default: {DEFAULT_OUTPUT}")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -80,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             image=args.image,
             stage_names=args.stages.split(",") if args.stages is not None else None,
             overrides=args.param,
+            pin_digest=args.pin_digest,
         )
     except (PipelineError, ParamsError) as error:
         print(f"compile: error: {error}", file=sys.stderr)

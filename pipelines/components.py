@@ -15,12 +15,13 @@ import linecache
 import pprint
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from kfp import dsl
 
 from pipelines import PipelineError
 from pipelines.params import PipelineParam
-from pipelines.runtime import NPROC_INPUT
+from pipelines.runtime import NODES_INPUT, NPROC_INPUT
 from pipelines.wiring import Stage
 
 ARTIFACT_CLASSES = {
@@ -37,11 +38,17 @@ DISTRIBUTED_STAGES = frozenset({"train"})
 
 
 def component_source(
-    stage: Stage, params: Sequence[PipelineParam], distributed: bool, input_types: Mapping[str, str]
+    stage: Stage,
+    params: Sequence[PipelineParam],
+    distributed: bool,
+    input_types: Mapping[str, str],
+    trainjob: Mapping[str, Any] | None = None,
 ) -> str:
     """Python source of the component function for ``stage`` (embedded verbatim by kfp).
 
     ``input_types`` maps each input to the type its producer declared (Dataset, Model, ...).
+    ``trainjob`` (the train step with a claim): image and kubeflow section for a multi-node
+    PyTorchJob (:mod:`pipelines.multinode`), and a ``train_nodes`` input.
     """
     outputs = {output.name: output.type_name for output in stage.outputs}
     for item in stage.derived:
@@ -55,7 +62,11 @@ def component_source(
         lines.append(f"    {param.name}: {param.python_type.__name__},")
     if distributed:
         lines.append(f"    {NPROC_INPUT}: int,")
-    wiring = textwrap.indent(pprint.pformat(stage.to_json_dict(), width=100, sort_dicts=True), " " * 8)
+    wiring_dict = stage.to_json_dict()
+    if trainjob is not None:
+        lines.append(f"    {NODES_INPUT}: int,")
+        wiring_dict["trainjob"] = dict(trainjob)
+    wiring = textwrap.indent(pprint.pformat(wiring_dict, width=100, sort_dicts=True), " " * 8)
     lines += [
         "):",
         f'    """dvc.yaml stage {stage.name!r}: python -m {stage.module} (same entry point as dvc repro)."""',
@@ -100,10 +111,11 @@ def make_component(
     params: Sequence[PipelineParam],
     image: str,
     producer_types: Mapping[tuple[str, str], str],
+    trainjob: Mapping[str, Any] | None = None,
 ) -> dsl.PythonComponent:
     """The kfp component of ``stage``: typed artifacts, one parameter per params leaf, ``image``."""
     image = validate_image(image)
     input_types = {item.name: producer_types[(item.producer, item.producer_output)] for item in stage.inputs}
-    source = component_source(stage, params, stage.name in DISTRIBUTED_STAGES, input_types)
+    source = component_source(stage, params, stage.name in DISTRIBUTED_STAGES, input_types, trainjob)
     function = _define(source, stage.name)
     return dsl.component(function, base_image=image, install_kfp_package=False)

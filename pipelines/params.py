@@ -253,6 +253,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ParamsError(f"override {text!r}: expected key.path=value (e.g. train.lr=0.001)")
     key, value_text = (part.strip() for part in text.split("=", 1))
+    key = param_key(key)  # the pipeline parameter name (train__epochs) names the same key
     kind = _kind_of(key)
     try:
         value = yaml.safe_load(value_text)

@@ -10,10 +10,12 @@ Markdown report so the Kubeflow UI shows them.
 from __future__ import annotations
 
 import csv
+import hashlib
 import importlib
 import json
 import logging
 import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -25,6 +27,12 @@ from pipelines.params import SEPARATOR, params_file_text
 
 log = logging.getLogger("pipelines.runtime")
 NPROC_INPUT = "nproc_per_node"  # set on the train step: GPUs requested -> torchrun workers
+NODES_INPUT = "train_nodes"  # train step with a claim: > 1 runs a PyTorchJob (pipelines.multinode)
+STATE_DIR_ENV = "SIGNFLOW_STATE_DIR"
+# Stage state that must not travel in an output artifact: flag -> folder. Checkpoints live per
+# run key (a retried pod resumes from its last epoch); the frozen-backbone feature cache is keyed
+# by content already, so every run shares one.
+STATE_FLAGS = {"train": {"--checkpoints": ("checkpoints", True), "--feature-cache": ("feature_cache", False)}}
 MAX_REPORT_ROWS = 60
 
 
@@ -68,6 +76,39 @@ def build_argv(wiring: Mapping[str, Any], values: Mapping[str, Any], params_path
     return argv
 
 
+def state_key(params_text: str, wiring: Mapping[str, Any], values: Mapping[str, Any]) -> str:
+    """Same params and same input artifacts -> same key: a retried pod finds its own checkpoints.
+
+    A new run of the same step (other upstream artifacts, other params) gets another key, and the
+    checkpoint's own fingerprint still refuses anything that does not fit.
+    """
+    digest = hashlib.sha256(params_text.encode())
+    for arg in wiring["args"]:
+        if arg["kind"] == "input":
+            artifact = values[arg["artifact"]]
+            digest.update(f"{arg['flag']}={getattr(artifact, 'uri', '') or _path(artifact)}".encode())
+    return digest.hexdigest()[:16]
+
+
+def state_argv(stage: str, key: str, scratch: Path, environ: Mapping[str, str]) -> list[str]:
+    """Flags that put a stage's state outside its output artifacts.
+
+    With ``$SIGNFLOW_STATE_DIR`` (the PVC; set by the pipeline when ``kubeflow.pvc`` is given) the
+    state outlives the pod; without it, it lives in the step's scratch and goes with the pod, so
+    a Model artifact never carries ``checkpoints/last.pt``/``best.pt``.
+    """
+    flags = STATE_FLAGS.get(stage)
+    if not flags:
+        return []
+    root = Path(environ[STATE_DIR_ENV]) / stage if environ.get(STATE_DIR_ENV) else scratch / "state"
+    argv: list[str] = []
+    for flag, (folder, per_run) in flags.items():
+        path = root / folder / key if per_run else root / folder
+        path.mkdir(parents=True, exist_ok=True)
+        argv += [flag, str(path)]
+    return argv
+
+
 def _run(module: str, argv: list[str], nproc: int) -> int:
     if nproc > 1:
         # One pod, several GPUs: torchrun starts one worker per GPU (DDP in signflow.training).
@@ -89,9 +130,19 @@ def run_stage(wiring: Mapping[str, Any], values: Mapping[str, Any]) -> None:
     arguments = {name: value for name, value in values.items() if SEPARATOR in name}
     with tempfile.TemporaryDirectory(prefix=f"signflow-{wiring['stage']}-") as workdir:
         params_path = Path(workdir) / "params.yaml"
-        params_path.write_text(params_file_text(arguments, wiring["sections"]), encoding="utf-8")
+        params_text = params_file_text(arguments, wiring["sections"])
+        params_path.write_text(params_text, encoding="utf-8")
         argv = build_argv(wiring, values, params_path)
-        code = _run(wiring["module"], argv, int(values.get(NPROC_INPUT) or 1))
+        key = state_key(params_text, wiring, values)
+        nodes = int(values.get(NODES_INPUT) or 1)
+        if nodes > 1:
+            from pipelines.multinode import run_pytorchjob  # the Kubernetes client: only on this path
+
+            run_pytorchjob(wiring, values, params_text, key, nodes)
+            code = 0
+        else:
+            argv += state_argv(wiring["stage"], key, Path(workdir), os.environ)
+            code = _run(wiring["module"], argv, int(values.get(NPROC_INPUT) or 1))
     if code != 0:
         raise StageFailed(f"stage {wiring['stage']} exited with status {code}")
     log_outputs(wiring, values)

@@ -2,15 +2,18 @@
 
 Run::
 
-    python -m pipelines.submit --host https://kubeflow.example.com/pipeline --experiment signflow \\
-        -p train.epochs=30 -p train.lr=0.001 [--run-name NAME] [--no-cache] [--namespace NS]
+    python -m pipelines.submit --host https://kubeflow.example.com/pipeline --token-file token \\
+        --namespace team-ml --experiment signflow -p train.epochs=30 -p train.lr=0.001 \\
+        [--run-name NAME] [--no-cache] [--dry-run]
 
-``-p key=value`` overrides one params.yaml value for this run (YAML-typed, as in ``dvc exp run -S``);
-every override is type- and range-checked with the stages' own schema *before* anything is sent,
-so a typo fails here, not twenty minutes into the run. ``--params-file other.yaml`` sends every
-stage value of another params file. ``--no-cache`` reruns every step (kfp caching is on by default).
-Authentication is whatever ``kfp.Client`` finds (in-cluster service account, ``--token`` /
-``KF_PIPELINES_SA_TOKEN_PATH``, or an ``--existing-token``); see docs/kubeflow.md.
+``-p key=value`` overrides one params.yaml value for this run (YAML-typed, as in ``dvc exp run -S``;
+``train.epochs`` and the pipeline parameter name ``train__epochs`` both work; ``train_gpus=4``
+sets a GPU step's accelerator count, and the train step's torchrun workers); every override is
+type- and range-checked with the stages' own schema *before* anything is sent, so a typo fails
+here, not twenty minutes into the run. ``--params-file other.yaml`` sends every stage value of
+another params file. ``--no-cache`` reruns every step (kfp caching is on by default).
+Host, authentication (``--token``, ``--token-file``, ``--cookie``, ``--sa-token``, ``--no-auth``)
+and namespace: :mod:`pipelines.connect`; docs/kubeflow.md.
 """
 
 from __future__ import annotations
@@ -18,15 +21,21 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from pipelines import PipelineError
+from pipelines import PipelineError, images
 from pipelines.compile import DEFAULT_OUTPUT
-from pipelines.params import param_key, params_from_arguments, parse_override, pipeline_params
-from signflow.config import ParamsError, load_params
+from pipelines.connect import ConnectError, add_arguments, check_namespace, client, resolve
+from pipelines.params import SEPARATOR, param_key, params_from_arguments, parse_override, pipeline_params
+from pydantic import ValidationError
+
+from signflow.config import KubeflowParams, ParamsError, load_params
+
+log = logging.getLogger("pipelines.submit")
 
 
 def package_defaults(package: Path) -> dict[str, Any]:
@@ -39,16 +48,62 @@ def package_defaults(package: Path) -> dict[str, Any]:
     return {name: spec.get("defaultValue") for name, spec in inputs.items()}
 
 
+def pin_package(package: Path) -> Path:
+    """A temporary copy of ``package`` whose step images carry their registry digest."""
+    documents = list(yaml.safe_load_all(package.read_text(encoding="utf-8")))
+    executors = documents[0].get("deploymentSpec", {}).get("executors", {})
+    pinned: dict[str, str] = {}
+    for executor in executors.values():
+        container = executor.get("container") or {}
+        image = container.get("image", "")
+        if image and "@" not in image:
+            if image not in pinned:
+                pinned[image] = images.pin(image)
+            container["image"] = pinned[image]
+    for image, reference in pinned.items():
+        log.info("pinned %s -> %s", image, reference)
+    # A temporary copy: the checked-in package stays the tag-based one the stale-YAML test compares.
+    target = Path(tempfile.mkdtemp(prefix="signflow-submit-")) / package.name
+    target.write_text(yaml.safe_dump_all(documents, sort_keys=True), encoding="utf-8")
+    return target
+
+
+def _cluster_override(text: str, defaults: dict[str, Any]) -> tuple[str, Any] | None:
+    """``train_gpus=4``, ``raw_uri=s3://...``: run parameters with no params.yaml key; None otherwise."""
+    name, _, value_text = (part.strip() for part in text.partition("="))
+    if SEPARATOR in name or "." in name or name not in defaults:
+        return None
+    if isinstance(defaults[name], str):  # raw_uri: checked as kubeflow.raw_uri is
+        try:
+            KubeflowParams(raw_uri=value_text)
+        except ValidationError:
+            raise ParamsError(
+                f"override {text!r}: {name} is an object-store folder, e.g. s3://bucket/signflow/raw"
+            ) from None
+        return name, value_text
+    try:
+        value = yaml.safe_load(value_text)
+    except yaml.YAMLError:
+        value = None
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 64:
+        raise ParamsError(f"override {text!r}: {name} is a count (GPUs, nodes), an integer from 0 to 64")
+    return name, value
+
+
 def build_arguments(package: Path, overrides: list[str], params_file: Path | None = None) -> dict[str, Any]:
     """The run's arguments: only values that differ from the package defaults, validated as a whole."""
     defaults = package_defaults(package)
     arguments: dict[str, Any] = {}
     if params_file is not None:
-        sections = sorted({name.split("__")[0] for name in defaults})
+        sections = sorted({name.split(SEPARATOR)[0] for name in defaults if SEPARATOR in name})
         for leaf in pipeline_params(load_params(params_file), sections):
             if leaf.name in defaults:
                 arguments[leaf.name] = leaf.default
     for override in overrides:
+        cluster = _cluster_override(override, defaults)
+        if cluster is not None:
+            arguments[cluster[0]] = cluster[1]
+            continue
         name, value = parse_override(override)
         if name not in defaults:
             raise ParamsError(
@@ -57,26 +112,27 @@ def build_arguments(package: Path, overrides: list[str], params_file: Path | Non
             )
         arguments[name] = value
     # Validate the complete set of values the run will use, as the steps will.
-    params_from_arguments({**defaults, **arguments}, source="run parameters")
+    merged = {**defaults, **arguments}
+    params_from_arguments({name: value for name, value in merged.items() if SEPARATOR in name}, source="run parameters")
     return {name: value for name, value in arguments.items() if value != defaults.get(name)}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", required=True, help="Kubeflow Pipelines API endpoint")
     parser.add_argument("--experiment", required=True, help="experiment name (created when missing)")
     parser.add_argument("--package", type=Path, default=DEFAULT_OUTPUT, help="compiled pipeline YAML")
     parser.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
                         help="override one params value for this run (repeatable), e.g. -p train.lr=0.001")
     parser.add_argument("--params-file", type=Path, default=None, help="send every value of this params.yaml")
     parser.add_argument("--run-name", default=None)
-    parser.add_argument("--namespace", default=None, help="Kubeflow profile namespace (multi-user installs)")
-    parser.add_argument("--existing-token", default=None, help="bearer token for the API (else kfp's defaults)")
     parser.add_argument("--pipeline-root", default=None,
                         help="where artifacts go, e.g. s3://bucket/signflow or gs://... (default: the cluster's)")
     parser.add_argument("--service-account", default=None, help="Kubernetes service account of the steps")
     parser.add_argument("--no-cache", action="store_true", help="disable step caching for this run")
     parser.add_argument("--dry-run", action="store_true", help="validate and print the arguments, send nothing")
+    parser.add_argument("--pin-digest", action="store_true",
+                        help="resolve the package's image tag to its registry digest before sending")
+    add_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -84,28 +140,44 @@ def main(argv: list[str] | None = None) -> int:
     except (PipelineError, ParamsError) as error:
         print(f"submit: error: {error}", file=sys.stderr)
         return 2
+    package = args.package
+    if args.pin_digest:
+        try:
+            package = pin_package(args.package)
+        except PipelineError as error:
+            print(f"submit: error: {error}", file=sys.stderr)
+            return 2
     if args.dry_run:
         print(yaml.safe_dump({"arguments": arguments, "enable_caching": not args.no_cache}, sort_keys=True))
         return 0
 
-    import kfp  # here, not at import time: the client talks to the network
+    from kfp_server_api import ApiException  # the API bindings kfp installs
 
-    client_options: dict[str, Any] = {"host": args.host, "existing_token": args.existing_token}
-    if args.namespace:
-        client_options["namespace"] = args.namespace
-    client = kfp.Client(**client_options)
-    run = client.create_run_from_pipeline_package(
-        str(args.package),
-        arguments=arguments,
-        run_name=args.run_name,
-        experiment_name=args.experiment,
-        namespace=args.namespace,
-        pipeline_root=args.pipeline_root,
-        service_account=args.service_account,
-        # None keeps the compiled per-step setting (kubeflow.caching); False turns caching off for this run.
-        enable_caching=False if args.no_cache else None,
-    )
-    print(f"submit: run {run.run_id} in experiment {args.experiment!r}: {args.host.rstrip('/')}/#/runs/details/{run.run_id}")
+    try:
+        connection = resolve(args)
+        namespace = check_namespace(connection)
+        kfp_client = client(connection, namespace)
+        log.info("submitting to %s", connection.describe())
+        run = kfp_client.create_run_from_pipeline_package(
+            str(package),
+            arguments=arguments,
+            run_name=args.run_name,
+            experiment_name=args.experiment,
+            namespace=namespace,
+            pipeline_root=args.pipeline_root,
+            service_account=args.service_account,
+            # None keeps the compiled per-step setting (kubeflow.caching); False turns caching off for this run.
+            enable_caching=False if args.no_cache else None,
+        )
+    except ConnectError as error:
+        print(f"submit: error: {error}", file=sys.stderr)
+        return 2
+    except ApiException as error:
+        hint = " (check --token/--cookie/--sa-token and --namespace)" if error.status in (401, 403) else ""
+        print(f"submit: error: the Pipelines API answered {error.status} {error.reason}{hint}: "
+              f"{(error.body or '').strip()[:300]}", file=sys.stderr)
+        return 1
+    print(f"submit: run {run.run_id} in experiment {args.experiment!r}: {connection.host}/#/runs/details/{run.run_id}")
     return 0
 
 

@@ -40,6 +40,7 @@ ARTIFACT_TYPES = {
     "features": "Dataset",
     "landmarks": "Dataset",
     "model": "Model",
+    "bento": "Model",  # package --export: the exported BentoML model a serving deployment imports
 }
 CONFUSION_FILE = "confusion.csv"
 _VAR = re.compile(r"\$\{\s*([A-Za-z_][\w.]*)\s*\}")

@@ -411,7 +411,14 @@ class KubeflowResources(StrictModel):
     cpu_limit: str | None = None
     memory_request: str | None = None
     memory_limit: str | None = None
-    gpus: int | None = Field(None, ge=0, le=64, description="accelerators; train runs torchrun with this many")
+    gpus: int | None = Field(
+        None, ge=0, le=64,
+        description="accelerators; the default of the <stage>_gpus pipeline parameter (train: torchrun workers)",
+    )
+    shm: str | None = Field(None, description="memory-backed /dev/shm size (DataLoader workers, NCCL), e.g. 8Gi")
+    scratch: str | None = Field(
+        None, description="size limit of the step's scratch emptyDirs (/tmp and the launcher's /minio, /s3, /gcs)"
+    )
 
 
 class KubeflowToleration(StrictModel):
@@ -425,20 +432,28 @@ class KubeflowParams(StrictModel):
     """How the compiled Kubeflow pipeline runs on a cluster. Read by ``pipelines.compile`` only,
     never by a stage: changing it recompiles the pipeline, it does not rerun ``dvc repro``."""
 
-    image: str = Field("ghcr.io/signflow/signflow:0.1.0", description="component image (the Dockerfile); --image")
+    image: str = Field(
+        "ghcr.io/signflow/signflow:0.1.0-cu130",
+        description="component image (the Dockerfile, CUDA variant: train/evaluate request GPUs); --image",
+    )
+    image_pull_secrets: list[str] = Field(
+        default_factory=list, description="Kubernetes secrets for a private registry (every step)"
+    )
     caching: bool = Field(True, description="kfp step caching; submit --no-cache disables it per run")
+    retries: int = Field(2, ge=0, le=10, description="kfp retries of a failed step (preempted node, lost pod)")
+    retry_backoff: str = Field("60s", pattern=r"^\d+s$", description="wait before the first retry, doubled after")
     accelerator_type: str = "nvidia.com/gpu"
     default_resources: KubeflowResources = KubeflowResources(
-        cpu_request="1", cpu_limit="2", memory_request="2Gi", memory_limit="4Gi", gpus=0
+        cpu_request="1", cpu_limit="2", memory_request="2Gi", memory_limit="4Gi", gpus=0, scratch="20Gi"
     )
     resources: dict[str, KubeflowResources] = Field(
         default_factory=lambda: {
             "extract": KubeflowResources(cpu_request="2", cpu_limit="4", memory_request="4Gi", memory_limit="8Gi"),
             "train": KubeflowResources(
-                cpu_request="4", cpu_limit="8", memory_request="16Gi", memory_limit="32Gi", gpus=1
+                cpu_request="4", cpu_limit="8", memory_request="16Gi", memory_limit="32Gi", gpus=1, shm="8Gi"
             ),
             "evaluate": KubeflowResources(
-                cpu_request="2", cpu_limit="4", memory_request="8Gi", memory_limit="16Gi", gpus=1
+                cpu_request="2", cpu_limit="4", memory_request="8Gi", memory_limit="16Gi", gpus=1, shm="2Gi"
             ),
         },
         description="per-stage overrides of default_resources (keys: dvc.yaml stage names)",
@@ -448,7 +463,14 @@ class KubeflowParams(StrictModel):
     gpu_tolerations: list[KubeflowToleration] = Field(
         default_factory=lambda: [KubeflowToleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")]
     )
-    pvc: str | None = Field(None, description="existing PVC mounted on every step (local data, BentoML store)")
+    raw_uri: str | None = Field(
+        None, pattern=r"^(s3|gs|minio)://[^\s/]+/\S*$",
+        description="start from a dataset already in object storage: the raw step is an importer of this "
+        "folder (default of the raw_uri run parameter); null = run the download step",
+    )
+    pvc: str | None = Field(
+        None, description="existing PVC mounted on every step (local data, BentoML store, train checkpoints)"
+    )
     pvc_mount_path: str = "/mnt/signflow"
 
 

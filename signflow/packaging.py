@@ -42,6 +42,8 @@ LABEL_MAP_FILE = "label_map.json"
 METRICS_FILE = "metrics.json"
 PARAMS_FILE = "params.json"
 DRIFT_REFERENCE_FILE = "drift_reference.json"
+EXPORT_FILE = "model.bentomodel"  # package --export: the winner as one importable file
+EXPORT_RECORD = "model.json"
 # Metric keys a run may already carry its forward latency under (ms per clip).
 LATENCY_KEYS = ("latency_ms", "forward_latency_ms", "latency_ms_per_clip", "test_latency_ms")
 
@@ -400,6 +402,31 @@ def save_to_store(
     return tag
 
 
+def export_model(tag: str, folder: Path) -> Path:
+    """Write the store entry ``tag`` as ``folder/model.bentomodel`` (+ ``model.json``: tag, how to import).
+
+    The one file a serving deployment needs when the store itself does not survive (a pipeline
+    pod): ``bentoml models import model.bentomodel`` recreates the same tag elsewhere.
+    """
+    import bentoml
+
+    folder = folder.resolve()  # BentoML reads a relative path against the filesystem root
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / EXPORT_FILE
+    # Export next to the target, then rename: an interrupted export never looks like a model.
+    # The name keeps the .bentomodel suffix, or BentoML appends one.
+    partial = folder / f".partial-{EXPORT_FILE}"
+    partial.unlink(missing_ok=True)
+    bentoml.models.export_model(tag, str(partial), output_format="bentomodel")
+    partial.replace(target)
+    atomic.write_json(
+        folder / EXPORT_RECORD,
+        {"model_tag": tag, "file": EXPORT_FILE, "import_with": f"bentoml models import {EXPORT_FILE}"},
+    )
+    log.info("exported %s to %s", tag, target)
+    return target
+
+
 def _no_nones(value: Any) -> Any:
     """BentoML metadata takes basic types only (no None): drop unknowns rather than invent them."""
     if isinstance(value, dict):
@@ -424,8 +451,12 @@ def package(
     out: Path,
     repo: Path = Path("."),
     drift_reference: Path | None = None,
+    export: Path | None = None,
 ) -> dict[str, Any]:
-    """Compare candidates, save the winner to the model store, write the record ``out``."""
+    """Compare candidates, save the winner to the model store, write the record ``out``.
+
+    ``export``: a folder that also gets the winner as an exported BentoML model (:func:`export_model`).
+    """
     cfg = params.package
     current = Candidate(
         name="workspace", model_dir=model_dir, metrics=read_metrics(metrics_path), metrics_path=metrics_path
@@ -460,6 +491,7 @@ def package(
             winner.model_dir = Path(f"{os.path.relpath(model_dir, repo)}@{winner.rev}")
     else:
         tag = save_to_store(winner, params, reason=choice.reason, git_rev=git_rev, drift_reference=drift_reference)
+    exported = export_model(tag, export) if export is not None else None
     record = {
         "model_tag": tag,
         "model_name": cfg.model_name,
@@ -473,6 +505,8 @@ def package(
         "bentoml_home": _store_dir(),
         "serve_with": f"SIGNFLOW_MODEL_TAG={tag} python -m serving serving.service:Signflow",
     }
+    if exported is not None:
+        record["export"] = str(exported)
     atomic.write_json(out, record)
     return record
 

@@ -6,9 +6,11 @@ Inputs:  ``--models`` (``model.pt``, ``preprocess.json`` of the current run), ``
 Outputs: ``--out`` (``reports/package.json``): the model tag, the winner and why it won, the ranking.
          The model itself goes to the BentoML store (``$BENTOML_HOME``, default ``~/bentoml``),
          outside the repo; the service serves the tag recorded here.
+         ``--export bento``: the same model as ``bento/model.bentomodel`` (+ ``model.json``), for a
+         store that does not outlive the run (a Kubeflow pod): ``bentoml models import`` restores it.
 Params:  ``package`` (model_name, metric, mode, candidates, experiments, tie_tolerance, measure_latency)
 Run:     ``python -m stages.package --params params.yaml --models models --metrics reports/evaluate/metrics.json
-         --out reports/package.json``
+         --out reports/package.json --export bento``
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics", required=True, help="the current run's evaluate metrics.json")
     parser.add_argument("--drift-reference", default=None, help="drift reference JSON to ship with the model")
     parser.add_argument("--out", required=True, help="record of the choice (reports/package.json)")
+    parser.add_argument("--export", default=None, help="folder for the exported model (model.bentomodel)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -48,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
             out=Path(args.out),
             repo=Path(args.params).resolve().parent,
             drift_reference=Path(args.drift_reference) if args.drift_reference else None,
+            export=Path(args.export) if args.export else None,
         )
     except (ParamsError, packaging.PackagingError, FileNotFoundError, ValueError) as error:
         print(f"package: error: {error}", file=sys.stderr)

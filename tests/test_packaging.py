@@ -242,3 +242,35 @@ def test_a_better_dvc_experiment_wins_and_is_fetched_from_the_cache(tmp_path: Pa
     key = next(iter(expected["state_dict"]))
     assert torch.equal(stored["state_dict"][key], expected["state_dict"][key])
     assert not torch.equal(stored["state_dict"][key], workspace["state_dict"][key])
+
+
+@pytest.mark.slow  # two BentoML processes: ~20 s
+def test_export_is_a_bentoml_model_another_store_imports(tmp_path: Path) -> None:
+    """package --export: the one file a serving deployment pulls (the pipeline's Model output)."""
+    current = make_run(tmp_path / "current", {"test_top1": 0.5})
+    out, export = tmp_path / "package.json", tmp_path / "bento"
+    result = _run_stage(
+        tmp_path, "--params", str(_params(tmp_path, [])), "--models", str(current / "models"),
+        "--metrics", str(current / "reports/evaluate/metrics.json"), "--out", str(out),
+        "--export", os.path.relpath(export, REPO_ROOT),  # relative, as dvc.yaml passes it
+    )
+    assert result.returncode == 0, result.stderr
+    record = json.loads(out.read_text())
+    assert sorted(p.name for p in export.iterdir()) == ["model.bentomodel", "model.json"]
+    assert json.loads((export / "model.json").read_text())["model_tag"] == record["model_tag"]
+    assert record["export"] == str(export.resolve() / "model.bentomodel")
+
+    # A fresh store (another machine, the serving pod) imports it under the same tag, files intact.
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "serving-store"), "BENTOML_DO_NOT_TRACK": "True"}
+    bentoml_cli = Path(sys.executable).with_name("bentoml")  # the command the docs give
+    imported = subprocess.run(
+        [str(bentoml_cli), "models", "import", str(export / "model.bentomodel")], env=env, capture_output=True,
+        text=True, timeout=120, cwd=tmp_path,
+    )
+    assert imported.returncode == 0, imported.stderr
+    assert record["model_tag"] in imported.stdout
+    name, version = record["model_tag"].split(":")
+    served = tmp_path / "serving-store" / "models" / name / version
+    original = tmp_path / "bentoml" / "models" / name / version
+    for file in ("model.pt", "preprocess.json", "label_map.json", "metrics.json", "params.json"):
+        assert (served / file).read_bytes() == (original / file).read_bytes(), file

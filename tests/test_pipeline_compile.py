@@ -93,6 +93,7 @@ def test_artifacts_are_typed_and_chained(spec: pipeline_spec_pb2.PipelineSpec) -
     assert output_type("crop", "crop") == "system.Dataset"
     assert output_type("extract", "features") == "system.Dataset"
     assert output_type("train", "model") == "system.Model"
+    assert output_type("package", "bento") == "system.Model"  # the exported BentoML model leaves the pipeline
     assert output_type("evaluate", "metrics") == "system.Metrics"
     assert output_type("evaluate", "confusion_matrix") == "system.ClassificationMetrics"
     assert output_type("evaluate", "report") == "system.Markdown"
@@ -109,7 +110,9 @@ def test_parameters_default_to_params_yaml_and_reach_their_steps(
     root_inputs = spec.root.input_definitions.parameters
     sections = sorted({str(entry).split(".")[0] for stage in dvc_stages.values() for entry in stage.get("params", [])})
     expected = {leaf.name: leaf for leaf in pipeline_params(params, sections)}
-    assert set(root_inputs) == set(expected)
+    # Besides the params leaves, only the GPU counts of GPU steps (cluster shape, no params.yaml key).
+    assert set(root_inputs) == set(expected) | {"train_gpus", "evaluate_gpus"}
+    assert json_format.MessageToDict(root_inputs["train_gpus"].default_value) == params.kubeflow.resources["train"].gpus
     for name, leaf in expected.items():
         assert json_format.MessageToDict(root_inputs[name].default_value) == leaf.default, name
     assert root_inputs["train__lr"].parameter_type == pipeline_spec_pb2.ParameterType.NUMBER_DOUBLE
@@ -138,18 +141,27 @@ def test_gpu_steps_request_gpus_resources_and_tolerations(
             assert gpus and gpus > 0
         if gpus:
             assert resources["accelerator"]["resourceType"] == kubeflow.accelerator_type
-            assert resources["accelerator"]["resourceCount"] == str(gpus)
+            # The count is the run parameter <stage>_gpus (default: the kubeflow section), not a constant.
+            assert resources["accelerator"]["resourceCount"] == f"{{{{$.inputs.parameters['pipelinechannel--{name}_gpus']}}}}"
+            task_inputs = spec.root.dag.tasks[name].inputs.parameters
+            assert task_inputs[f"pipelinechannel--{name}_gpus"].component_input_parameter == f"{name}_gpus"
             assert platform[label]["tolerations"] == [
                 {k: v for k, v in t.model_dump().items() if v is not None} for t in kubeflow.gpu_tolerations
             ]
+            # DataLoader workers and NCCL need more than Docker's 64 MB of shared memory.
+            (shm,) = [m for m in platform[label]["emptyDirMounts"] if m["mountPath"] == "/dev/shm"]
+            assert shm["medium"] == "Memory" and shm["sizeLimit"] == kubeflow.resources[name].shm
         else:
             assert "accelerator" not in resources
         assert resources["resourceCpuRequest"] and resources["resourceMemoryLimit"]
+        # Every step: local artifact copies and /tmp on size-limited emptyDirs, retries on failure.
+        mounts = {m["mountPath"]: m for m in platform[label]["emptyDirMounts"]}
+        assert {"/tmp", "/minio", "/s3", "/gcs"} <= set(mounts)
+        assert mounts["/minio"]["sizeLimit"] == mounts["/tmp"]["sizeLimit"] == kubeflow.default_resources.scratch
+        assert spec.root.dag.tasks[name].retry_policy.max_retry_count == kubeflow.retries
     train_inputs = spec.root.dag.tasks["train"].inputs.parameters
-    # torchrun workers = GPUs requested
-    assert json_format.MessageToDict(train_inputs["nproc_per_node"].runtime_value.constant) == max(
-        1, kubeflow.resources["train"].gpus or 1
-    )
+    # torchrun workers = GPUs of the run
+    assert train_inputs["nproc_per_node"].component_input_parameter == "train_gpus"
 
 
 def test_caching_on_by_default(spec: pipeline_spec_pb2.PipelineSpec) -> None:
@@ -169,6 +181,7 @@ def test_cluster_options_from_the_kubeflow_section(tmp_path: Path) -> None:
             "kubeflow.caching=false",
             "kubeflow.node_selector={pool: ml}",
             "kubeflow.gpu_node_selector={nvidia.com/gpu.product: H100}",
+            "kubeflow.image_pull_secrets=[ghcr-pull]",
         ],
     )
     pipeline, platform_doc = _documents(out)
@@ -177,12 +190,40 @@ def test_cluster_options_from_the_kubeflow_section(tmp_path: Path) -> None:
     train = spec.root.dag.tasks["train"]
     label = spec.components[train.component_ref.name].executor_label
     assert spec.deployment_spec["executors"][label]["container"]["image"] == "registry.example/signflow:1.2.3"
-    assert spec.deployment_spec["executors"][label]["container"]["resources"]["accelerator"]["resourceCount"] == "4"
-    assert json_format.MessageToDict(train.inputs.parameters["nproc_per_node"].runtime_value.constant) == 4
+    assert json_format.MessageToDict(spec.root.input_definitions.parameters["train_gpus"].default_value) == 4
+    assert [s["secretName"] for s in executors[label]["imagePullSecret"]] == ["ghcr-pull"]
+    train_env = {e["name"]: e["value"] for e in spec.deployment_spec["executors"][label]["container"]["env"]}
+    assert train_env["SIGNFLOW_STATE_DIR"] == "/mnt/signflow/state" and train_env["BENTOML_HOME"] == "/mnt/signflow/bentoml"
     assert executors[label]["nodeSelector"]["labels"] == {"pool": "ml", "nvidia.com/gpu.product": "H100"}
     assert executors["exec-download"]["nodeSelector"]["labels"] == {"pool": "ml"}
     assert all(executor["pvcMount"][0]["mountPath"] == "/mnt/signflow" for executor in executors.values())
     assert not any(task.caching_options.enable_cache for task in spec.root.dag.tasks.values())
+
+
+def test_raw_uri_imports_the_dataset_instead_of_downloading(tmp_path: Path) -> None:
+    out = compile_cli.compile_pipeline(
+        tmp_path / "p.yaml", params_path=REPO / "params.yaml", dvc_path=REPO / "dvc.yaml",
+        overrides=["kubeflow.raw_uri=s3://bucket/signflow/raw"],
+    )
+    spec = json_format.ParseDict(_documents(out)[0], pipeline_spec_pb2.PipelineSpec())
+    tasks = spec.root.dag.tasks
+    assert "download" not in tasks and "data__source" not in spec.root.input_definitions.parameters
+    importer = spec.deployment_spec["executors"][spec.components[tasks["importer"].component_ref.name].executor_label]
+    assert importer["importer"]["artifactUri"]["runtimeParameter"] == "uri"
+    assert tasks["importer"].inputs.parameters["uri"].component_input_parameter == "raw_uri"
+    assert json_format.MessageToDict(spec.root.input_definitions.parameters["raw_uri"].default_value) == (
+        "s3://bucket/signflow/raw"
+    )
+    for consumer in ("split", "crop", "extract"):  # every reader of raw reads the imported artifact
+        assert tasks[consumer].inputs.artifacts["raw"].task_output_artifact.producer_task == "importer"
+    with pytest.raises(ParamsError, match="kubeflow.raw_uri"):
+        compile_cli.compile_pipeline(tmp_path / "q.yaml", params_path=REPO / "params.yaml", dvc_path=REPO / "dvc.yaml",
+                                     overrides=["kubeflow.raw_uri=/local/path"])
+    from pipelines import submit
+
+    assert submit.build_arguments(out, ["raw_uri=gs://other/raw"]) == {"raw_uri": "gs://other/raw"}
+    with pytest.raises(ParamsError, match="object-store folder"):
+        submit.build_arguments(out, ["raw_uri=data/raw"])
 
 
 def test_stage_subset_and_unknown_stage(tmp_path: Path) -> None:

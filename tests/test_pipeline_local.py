@@ -186,6 +186,17 @@ def test_data_stages_agree_byte_for_byte(project: Path, kfp_run: Path) -> None:
     )
 
 
+def test_model_leaves_as_an_exported_bento_and_without_checkpoints(project: Path, kfp_run: Path) -> None:
+    """The Model artifacts: train's holds the model only; package's is the importable BentoML export."""
+    assert sorted(p.name for p in (kfp_run / "train" / "model").iterdir()) == ["model.pt", "preprocess.json"]
+    exported = kfp_run / "package" / "bento"
+    assert sorted(p.name for p in exported.iterdir()) == ["model.bentomodel", "model.json"]
+    record = json.loads((kfp_run / "package" / "package").read_text(encoding="utf-8"))
+    assert json.loads((exported / "model.json").read_text(encoding="utf-8"))["model_tag"] == record["model_tag"]
+    # dvc repro writes the same export as a DVC out.
+    assert (project / "bento" / "model.bentomodel").is_file()
+
+
 def test_train_step_runs_torchrun_with_one_worker_per_gpu(
     project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
