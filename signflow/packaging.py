@@ -511,16 +511,6 @@ def package(
     return record
 
 
-def pinned_tag(record_path: Path) -> str | None:
-    """The model tag recorded by the package stage in ``record_path``, or None."""
-    try:
-        record = json.loads(record_path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-    tag = record.get("model_tag") if isinstance(record, dict) else None
-    return str(tag) if tag else None
-
-
 def candidate_table(record: dict[str, Any]) -> str:
     """The ranking as a small text table for the CLI summary."""
     rows = [("", "candidate", "value", "latency_ms")]
@@ -540,7 +530,6 @@ __all__ = [
     "experiment_rows",
     "metric_value",
     "package",
-    "pinned_tag",
     "run_folder_candidate",
     "save_to_store",
 ]

@@ -25,16 +25,8 @@ def derive_seed(*parts: int | str) -> int:
     return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little") & ((1 << 63) - 1)
 
 
-def set_seed(seed: int, *, deterministic: bool = False) -> None:
-    """Seed ``random``, ``numpy`` and ``torch`` (all devices).
-
-    ``deterministic`` also asks torch for deterministic kernels (slower on GPU;
-    cuDNN autotuning off), for runs that must match bit for bit.
-    """
+def set_seed(seed: int) -> None:
+    """Seed ``random``, ``numpy`` and ``torch`` (all devices)."""
     random.seed(seed)
     np.random.seed(seed % (1 << 32))
     torch.manual_seed(seed)
-    if deterministic:
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
-        torch.use_deterministic_algorithms(True, warn_only=True)

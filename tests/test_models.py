@@ -15,7 +15,6 @@ from signflow.config import ModelParams
 from signflow.models import (
     build_model,
     check_fit,
-    count_parameters,
     input_layout,
     load_model_file,
     param_groups,
@@ -25,6 +24,10 @@ from signflow.models.cnn_lstm import SmallCNN
 from signflow.models.weights import PRETRAINED, WeightsNotFoundError, cache_path
 
 NUM_CLASSES = 7
+
+
+def count_parameters(model: torch.nn.Module, *, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
 def params(arch: str = "cnn_lstm", **cnn_lstm) -> ModelParams:

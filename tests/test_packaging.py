@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from serving.config import RECORD_ENV, TAG_ENV, load_config
 from signflow import packaging
 from signflow.packaging import Candidate, PackagingError, choose, experiment_rows, metric_value
 from tiny_model import GLOSSES, make_model_dir, make_run
@@ -123,7 +124,9 @@ def _run_stage(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_package_stage_saves_the_winner_to_the_store_and_records_why(tmp_path: Path) -> None:
+def test_package_stage_saves_the_winner_to_the_store_and_records_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     current = make_run(tmp_path / "current", {"test_top1": 0.5, "test_top5": 0.9})
     better = make_run(tmp_path / "better", {"test": {"top1": 0.75}}, seed=1)
     params = _params(tmp_path, [str(better)])
@@ -140,7 +143,9 @@ def test_package_stage_saves_the_winner_to_the_store_and_records_why(tmp_path: P
     assert "best test_top1" in record["reason"] and "0.75" in record["reason"]
     assert [c["value"] for c in record["candidates"]] == [0.75, 0.5]
     assert record["model_tag"].startswith("signflow-islr:")
-    assert packaging.pinned_tag(out) == record["model_tag"]
+    monkeypatch.setenv(RECORD_ENV, str(out))
+    monkeypatch.delenv(TAG_ENV, raising=False)
+    assert load_config().model_tag == record["model_tag"]  # the service serves exactly this tag
     assert record["model_tag"] in result.stdout
 
     # The store entry: files serving needs, labels and metadata that say what it is.

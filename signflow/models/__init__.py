@@ -214,10 +214,6 @@ def param_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
     return groups
 
 
-def count_parameters(model: nn.Module, *, trainable_only: bool = False) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
-
 # --------------------------------------------------------------------------- model file
 
 
