@@ -2,8 +2,9 @@
 
 :class:`Predictor` is the one path from pixels to probabilities outside training:
 the evaluate stage scores the test split through :meth:`Predictor.logits`, and the
-service calls :meth:`Predictor.preprocess_video` + :meth:`Predictor.predict`, so a
-served clip goes through exactly the code that produced the reported metrics.
+service's model worker calls the same :meth:`Predictor.logits` on clips its API worker
+prepared with :mod:`signflow.preprocess` (the extract stage's code), so a served clip goes
+through exactly the code that produced the reported metrics.
 
 Pipeline for one video: :func:`signflow.preprocess.decode_to_stored` (crop, resize,
 ``stored_frames`` uniform frames; the extract stage's own code and config, saved in
