@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from tenacity import RetryCallState, RetryError, Retrying, retry_if_exception, stop_after_attempt
 from tqdm import tqdm
 
 from signflow import atomic, video
@@ -199,11 +200,13 @@ class _Downloader:
         with self._lock:
             return self._youtube_locks.setdefault(yt_id, threading.Lock())
 
-    def _backoff(self, attempt: int, retry_after: str | None = None) -> None:
-        delay = self.params.backoff_s * (2**attempt)
+    def _wait(self, state: RetryCallState) -> float:
+        """Exponential backoff with jitter (no synchronized retries), at least the server's Retry-After."""
+        delay = self.params.backoff_s * (2 ** (state.attempt_number - 1))
+        retry_after = getattr(state.outcome.exception() if state.outcome else None, "retry_after", None)
         if retry_after and retry_after.isdigit():
             delay = max(delay, min(float(retry_after), 60.0))  # honour the server, within reason
-        time.sleep(delay * (1.0 + 0.1 * random.random()))  # jitter: no synchronized retries
+        return delay * (1.0 + 0.1 * random.random())
 
     # ---- the cache
 
@@ -258,28 +261,37 @@ class _Downloader:
         import requests
 
         attempts = self.params.retries + 1
-        last: _Failure | None = None
-        for attempt in range(attempts):
-            if attempt:
-                self._backoff(attempt - 1, last.retry_after if last else None)
+
+        def attempt() -> int:
             try:
                 with self._host_limit(url):
                     self._count_request()
                     return self._fetch_once(url, dest)
-            except _Failure as failure:
+            except _Failure:
                 dest.unlink(missing_ok=True)  # never keep a partial body
-                last = failure
-                if not failure.retry:
-                    raise
+                raise
             except requests.Timeout as error:
                 dest.unlink(missing_ok=True)
-                last = _Failure("http_error", f"timeout after {self.params.timeout_s}s ({type(error).__name__})", retry=True)
+                timeout = f"timeout after {self.params.timeout_s}s ({type(error).__name__})"
+                raise _Failure("http_error", timeout, retry=True) from error
             except requests.RequestException as error:
                 dest.unlink(missing_ok=True)
-                last = _Failure("http_error", f"connection error ({type(error).__name__}: {error})", retry=True)
-            log.debug("attempt %d/%d for %s failed: %s", attempt + 1, attempts, url, last.reason)
-        assert last is not None
-        raise _Failure(last.status, f"{last.reason}; gave up after {attempts} attempts")
+                raise _Failure("http_error", f"connection error ({type(error).__name__}: {error})", retry=True) from error
+
+        retrying = Retrying(
+            stop=stop_after_attempt(attempts),
+            wait=self._wait,
+            retry=retry_if_exception(lambda error: isinstance(error, _Failure) and error.retry),
+            before_sleep=lambda state: log.debug(
+                "attempt %d/%d for %s failed: %s", state.attempt_number, attempts, url, state.outcome.exception()
+            ),
+        )
+        try:
+            return retrying(attempt)
+        except RetryError as error:
+            last = error.last_attempt.exception()
+            assert isinstance(last, _Failure)
+            raise _Failure(last.status, f"{last.reason}; gave up after {attempts} attempts") from None
 
     def _count_request(self) -> None:
         with self._lock:
