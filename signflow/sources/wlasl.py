@@ -276,7 +276,8 @@ class _Downloader:
                 raise _Failure("http_error", timeout, retry=True) from error
             except requests.RequestException as error:
                 dest.unlink(missing_ok=True)
-                raise _Failure("http_error", f"connection error ({type(error).__name__}: {error})", retry=True) from error
+                reason = f"connection error ({type(error).__name__}: {error})"
+                raise _Failure("http_error", reason, retry=True) from error
 
         retrying = Retrying(
             stop=stop_after_attempt(attempts),
