@@ -133,6 +133,7 @@ def decode_to_stored(
     max_frames: int | None = None,
     num_frames: int | None = None,
     threads: int | None = None,
+    hold_bytes: int | None = None,
 ) -> tuple[np.ndarray, int]:
     """Decode ``[start, stop)`` of a video once into ``(stored_frames, S, S, 3)`` uint8, plus the source count.
 
@@ -150,7 +151,8 @@ def decode_to_stored(
     dropped unless that count would sample them; only a clip both longer than the
     budget and miscounted is decoded a second time. The result never depends on
     ``num_frames``, ``threads`` (decoder threads, see :func:`signflow.video.iter_lazy_frames`)
-    or the budget.
+    or the budget (``hold_bytes``, default :data:`HOLD_BYTES`; serving passes a smaller one per
+    request, which with a right ``num_frames`` costs nothing).
     """
     name = Path(path).name
     expected = None
@@ -160,6 +162,7 @@ def decode_to_stored(
 
     held: deque[tuple[int, Any]] = deque()  # (clip-relative index, unconverted frame), oldest first
     held_bytes = 0
+    budget = HOLD_BYTES if hold_bytes is None else hold_bytes
     small: dict[int, np.ndarray] = {}  # clip-relative index -> cropped and resized frame
     dropped = False
     count = 0
@@ -169,7 +172,7 @@ def decode_to_stored(
             raise video.VideoError("too_large", f"{name}: more than {max_frames} frames")
         held.append((index - start, frame))
         held_bytes += video.frame_bytes(frame)
-        while held_bytes > HOLD_BYTES and len(held) > 1:
+        while held_bytes > budget and held:
             position, old = held.popleft()
             held_bytes -= video.frame_bytes(old)
             if likely is None or position in likely:
