@@ -146,7 +146,7 @@ def route_signflow(clip_dir: Path, work: Path, frame_size: int, workers: int) ->
     config = preprocess.PreprocessConfig.from_params(extract, params.crop)
     records = _records(clip_dir)
     clip_dir = _video_dir(clip_dir)
-    began = time.perf_counter()
+    cpu, began = _cpu_s(), time.perf_counter()
     plans = []
     for record, plan, _error in crop.plan_all(records, clip_dir, params.crop):
         if plan is not None:
@@ -157,7 +157,7 @@ def route_signflow(clip_dir: Path, work: Path, frame_size: int, workers: int) ->
         plans, clip_dir, work / "features", config, shard_bytes=extract.shard_mb * 1024**2,
         num_workers=workers, chunk_size=extract.chunk_size, progress=False,
     )
-    prep_s = time.perf_counter() - began
+    prep_s, prep_cpu_s = time.perf_counter() - began, _cpu_s() - cpu
     reader = ShardReader(work / "features" / "train")
     rng = np.random.default_rng(0)
     began = time.perf_counter()
@@ -167,7 +167,7 @@ def route_signflow(clip_dir: Path, work: Path, frame_size: int, workers: int) ->
     load_s = time.perf_counter() - began
     files, size = _disk(work / "features")
     return {"videos": len(records), "extracted": summary["extracted"], "skipped": summary["skipped"],
-            "crop_s": crop_s, "prep_s": prep_s, "load_s": load_s, "loads": len(reader), "files": files, "bytes": size}
+            "crop_s": crop_s, "prep_s": prep_s, "prep_cpu_s": prep_cpu_s, "load_s": load_s, "loads": len(reader), "files": files, "bytes": size}
 
 
 def route_fusion(clip_dir: Path, work: Path, frame_size: int, limit: int) -> dict:
@@ -220,6 +220,14 @@ def route_ffmpeg(clip_dir: Path) -> dict:
     return {"videos": len(records), "prep_s": ffmpeg_s, "decode_s": time.perf_counter() - began}
 
 
+def _cpu_s() -> float:
+    """CPU seconds of this process and its reaped children (pool workers count once the pool is closed)."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def _decode_clip(path: str) -> int:
     """(c'') worker: decode every frame of one clip, converting none; the frame count."""
     from signflow import video
@@ -243,11 +251,13 @@ def route_decode_procs(clip_dir: Path, workers: int) -> dict:
     records = _records(clip_dir)
     paths = [str(_video_dir(clip_dir) / record.file) for record in records]
     threads = decode_threads(workers)
-    began = time.perf_counter()
-    with multiprocessing.get_context("fork").Pool(workers, _set_decode_threads, (threads,)) as pool:
-        frames = sum(pool.imap(_decode_clip, paths, chunksize=4))
-    return {"videos": len(records), "prep_s": time.perf_counter() - began, "frames": frames, "procs": workers,
-            "threads_per_proc": threads}
+    cpu, began = _cpu_s(), time.perf_counter()
+    pool = multiprocessing.get_context("fork").Pool(workers, _set_decode_threads, (threads,))
+    frames = sum(pool.imap(_decode_clip, paths, chunksize=4))
+    pool.close()
+    pool.join()
+    return {"videos": len(records), "prep_s": time.perf_counter() - began, "prep_cpu_s": _cpu_s() - cpu,
+            "frames": frames, "procs": workers, "threads_per_proc": threads}
 
 
 def _disk(path: Path) -> tuple[int, int]:
@@ -323,21 +333,28 @@ def run_clip_set(clip_dir: Path, routes: list[str], args: argparse.Namespace, wo
 def summarise(result: dict, workers: int) -> dict:
     """The issue's JSON shape for one clip set (plus the runs behind it)."""
     runs = result["runs"]
-    out: dict = {"procs": workers, "load_average_before": result["load_before"],
-                 "load_average_after": result["load_after"], "cpus": len(os.sched_getaffinity(0)),
-                 "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    out: dict = {"procs": workers, "cpus": len(os.sched_getaffinity(0)),
+                 "runs_of": {route: {"runs": len(found), "load_average_before": result["load_before"],
+                                     "load_average_after": result["load_after"],
+                                     "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+                             for route, found in runs.items() if found}}
     if runs.get("signflow"):
         b = _fastest(runs["signflow"])
         out.update(prep_s=round(b["prep_s"], 2), crop_s=round(b["crop_s"], 2), videos=b["videos"],
-                   extracted=b["extracted"], prep_s_runs=[round(r["prep_s"], 2) for r in runs["signflow"]])
+                   extracted=b["extracted"], prep_s_runs=[round(r["prep_s"], 2) for r in runs["signflow"]],
+                   prep_cpu_s=round(min(r["prep_cpu_s"] for r in runs["signflow"]), 2))
     if runs.get("decode_procs"):
         c = _fastest(runs["decode_procs"])
         out.update(decode_only_same_procs_s=round(c["prep_s"], 2), decode_threads_per_proc=c["threads_per_proc"],
                    frames=c["frames"], decode_only_same_procs_s_runs=[round(r["prep_s"], 2)
-                                                                      for r in runs["decode_procs"]])
+                                                                      for r in runs["decode_procs"]],
+                   decode_only_cpu_s=round(min(r["prep_cpu_s"] for r in runs["decode_procs"]), 2))
         out.setdefault("videos", c["videos"])
-    if "prep_s" in out and "decode_only_same_procs_s" in out:
+    if runs.get("signflow") and runs.get("decode_procs"):
         out["prep_over_decode"] = round(out["prep_s"] / out["decode_only_same_procs_s"], 3)
+        # CPU seconds hardly depend on how busy the shared machine is (wall time does): the same
+        # ratio measured in the work each route did.
+        out["prep_over_decode_cpu"] = round(out["prep_cpu_s"] / out["decode_only_cpu_s"], 3)
     if runs.get("notebook") and runs.get("signflow"):
         a, b = runs["notebook"][0], _fastest(runs["signflow"])
         out["notebook_s_1_epoch"] = round(a["prep_s"] + a["load_s"], 2)
@@ -353,7 +370,12 @@ def write_results(summaries: dict[str, dict], path: Path = RESULTS) -> None:
     from signflow import atomic
 
     existing = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    existing.update(summaries)
+    for label, summary in summaries.items():
+        # Per clip set, the routes run now replace their own figures; the others' stay, with their load.
+        merged = existing.get(label, {})
+        merged.update({k: v for k, v in summary.items() if k != "runs_of"})
+        merged["runs_of"] = {**merged.get("runs_of", {}), **summary["runs_of"]}
+        existing[label] = merged
     atomic.write_json(path, existing)
 
 
@@ -475,9 +497,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nframe_size {args.frame_size}, signflow workers {args.workers}, "
               f"{len(os.sched_getaffinity(0))} CPUs, fastest of {args.repeats} alternating runs for (c'') and (b)\n")
         for label, summary in summaries.items():
-            print(f"{label}: load average {summary['load_average_before']} before, "
-                  f"{summary['load_average_after']} after; (b) runs {summary.get('prep_s_runs')}, "
-                  f"(c'') runs {summary.get('decode_only_same_procs_s_runs')}")
+            loads = next(iter(summary["runs_of"].values()))
+            print(f"{label}: load average {loads['load_average_before']} before, "
+                  f"{loads['load_average_after']} after; (b) runs {summary.get('prep_s_runs')} s, "
+                  f"(c'') runs {summary.get('decode_only_same_procs_s_runs')} s; CPU s (b) {summary.get('prep_cpu_s')}, "
+                  f"(c'') {summary.get('decode_only_cpu_s')}: (b)/(c'') {summary.get('prep_over_decode_cpu')}x")
         print(f"\n| clips | route | videos | videos/s | prep s | clip loads/s | end to end s, 1 epoch "
               f"| end to end s, {args.epochs} epochs | files | on disk "
               "| peak RSS MB | prep / ffmpeg |")
