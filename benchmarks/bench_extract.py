@@ -279,6 +279,7 @@ def _child(route: str, clip_dir: Path, work: Path, frame_size: int, workers: int
         raise SystemExit(f"route {route} failed on {clip_dir} (exit {process.returncode})")
     result = json.loads(output.strip().splitlines()[-1])
     result["peak_rss_mb"] = usage.ru_maxrss / 1024  # Linux: KiB
+    result["cpu_s"] = usage.ru_utime + usage.ru_stime  # the whole route, its workers and start-up included
     return result
 
 
@@ -359,6 +360,9 @@ def summarise(result: dict, workers: int) -> dict:
         a, b = runs["notebook"][0], _fastest(runs["signflow"])
         out["notebook_s_1_epoch"] = round(a["prep_s"] + a["load_s"], 2)
         out["notebook_over_signflow_1_epoch"] = round((a["prep_s"] + a["load_s"]) / (b["prep_s"] + b["load_s"]), 3)
+        # The same in CPU seconds of each whole route (one process vs extract's two): no credit for
+        # using both cores, little sensitivity to the load, so a lower bound of the idle-machine ratio.
+        out["notebook_over_signflow_1_epoch_cpu"] = round(a["cpu_s"] / min(r["cpu_s"] for r in runs["signflow"]), 3)
     if runs.get("ffmpeg"):
         out["ffmpeg_s"] = round(runs["ffmpeg"][0]["prep_s"], 2)
         out["decode_only_1_proc_s"] = round(runs["ffmpeg"][0]["decode_s"], 2)
