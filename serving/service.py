@@ -67,11 +67,6 @@ ENDPOINTS = SERVING_ENDPOINTS
 # ~11 calls per model worker calibrating one clip at a time and sheds (503) whatever queues past
 # max_latency_ms meanwhile. Measured: 37 x 503 in the first 7 s of a cold 16-client load without it.
 WARM_UP_CALLS = 12
-# Decoded frames one request may hold unconverted while its length is unknown (signflow.preprocess):
-# 21 frames of 1080p, 46 of 720p, 680 of 256x256. With the probed frame count, frames past it are
-# converted or dropped as they leave, so a small budget costs nothing on a right count and keeps
-# memory per request bounded (max_concurrency requests decode at once).
-HOLD_BYTES_PER_REQUEST = 64 * 1024**2
 
 
 def _check_upload_type(value: Any) -> Any:
@@ -522,10 +517,11 @@ class Signflow:
 
         info = self._probe_video(path)
         try:
-            # The probed count lets frames past the hold budget be dropped unconverted (one decode
-            # pass, only the stored frames converted; a wrong count never changes the answer).
+            # The probed count lets frames past the hold budget (preprocess.HOLD_BYTES per request) be
+            # dropped unconverted: one decode pass, only the stored frames converted, memory bounded;
+            # a wrong count never changes the answer.
             stored, count = decode_to_stored(path, config=self.preprocess, max_frames=SERVE.max_frames,
-                                             num_frames=info.num_frames, hold_bytes=HOLD_BYTES_PER_REQUEST)
+                                             num_frames=info.num_frames)
         except video_io.VideoError as error:
             reason = "too_many_frames" if error.reason == "too_large" else error.reason
             raise Rejected(reason, _client_detail(error.detail, path)) from None

@@ -117,10 +117,12 @@ def _sample(frames: list[np.ndarray], config: PreprocessConfig, name: str) -> tu
     return np.stack([frames[i] for i in indices]), count
 
 
-# Decoded, not yet converted frames kept while a clip's length is unknown: 384 MiB holds
-# 124 frames of 1080p (yuv420p), 1,300 of 360p, every WLASL clip's sign range. Past it the
-# oldest frames are converted (or dropped, see decode_to_stored), so memory stays bounded.
-HOLD_BYTES = 384 * 1024**2
+# Decoded, not yet converted frames kept while a clip's length is unknown: 32 MiB holds a whole
+# WLASL100 clip (256x256: 340 frames) or a 288x192 one (400), the clips whose container counts are
+# wrong, and 10 frames of 1080p. Past it the oldest frames are converted if the container's count
+# would sample them, else dropped, so the decoder reuses their buffers: holding every frame of large
+# clips cost more CPU in page faults (fresh memory per frame) than it saved (bench_extract.py, 1080p).
+HOLD_BYTES = 32 * 1024**2
 
 
 def decode_to_stored(
@@ -142,23 +144,29 @@ def decode_to_stored(
     (``too_large``). Raises :class:`signflow.video.VideoError` with a reason.
 
     One decode pass, and only the stored frames are converted to RGB and resized:
-    decoded frames are held unconverted (up to :data:`HOLD_BYTES`) until the end of
-    the clip gives its true length, then :func:`signflow.sampling.uniform_indices`
-    picks the frames to convert. The container's count cannot be trusted for that
-    (35 of the 199 wlasl-clips decode fewer frames than it says). Past the hold
-    budget the oldest frames are converted as they leave it (the plain per-frame
-    cost), or, with ``num_frames`` (the container's count, e.g. from the crop plan),
-    dropped unless that count would sample them; only a clip both longer than the
-    budget and miscounted is decoded a second time. The result never depends on
-    ``num_frames``, ``threads`` (decoder threads, see :func:`signflow.video.iter_lazy_frames`)
-    or the budget (``hold_bytes``, default :data:`HOLD_BYTES`; serving passes a smaller one per
-    request, which with a right ``num_frames`` costs nothing).
+    decoded frames are held unconverted (up to ``hold_bytes``, default :data:`HOLD_BYTES`)
+    until the end of the clip gives its true length, then
+    :func:`signflow.sampling.uniform_indices` picks the frames to convert. The container's
+    count cannot be trusted for that (35 of the 199 wlasl-clips decode fewer frames than it
+    says). Frames that leave the hold budget are converted if the container's count
+    (``num_frames``, e.g. from the crop plan or the serving probe; else read from the stream
+    when it opens) would sample them and dropped otherwise (every one converted when there
+    is no count); only a clip both longer than the budget and miscounted is decoded a second
+    time. The result never depends on ``num_frames``, ``threads`` (decoder threads, see
+    :func:`signflow.video.iter_lazy_frames`) or the budget (tested).
     """
     name = Path(path).name
-    expected = None
-    if num_frames:
-        expected = (min(stop, num_frames) if stop is not None else num_frames) - start
-    likely = set(sampling.uniform_indices(expected, config.stored_frames).tolist()) if expected and expected > 0 else None
+    likely: set[int] | None = None  # the frames the container's count would sample
+
+    def expect(count: int | None) -> None:
+        nonlocal likely
+        expected = (min(stop, count) if stop is not None else count) - start if count else 0
+        if expected > 0:
+            likely = set(sampling.uniform_indices(expected, config.stored_frames).tolist())
+
+    expect(num_frames)
+    # Without a count from the caller, the container's own (read when the decoder opens it).
+    on_open = None if num_frames else (lambda stream: expect(int(stream.frames or 0)))
 
     held: deque[tuple[int, Any]] = deque()  # (clip-relative index, unconverted frame), oldest first
     held_bytes = 0
@@ -166,7 +174,7 @@ def decode_to_stored(
     small: dict[int, np.ndarray] = {}  # clip-relative index -> cropped and resized frame
     dropped = False
     count = 0
-    for index, frame in video.iter_lazy_frames(path, start, stop, threads=threads):
+    for index, frame in video.iter_lazy_frames(path, start, stop, threads=threads, on_open=on_open):
         count += 1
         if max_frames is not None and count > max_frames:
             raise video.VideoError("too_large", f"{name}: more than {max_frames} frames")
@@ -196,8 +204,8 @@ def decode_to_stored(
     del held, unconverted
     if missing:
         assert dropped
-        log.debug("%s: %d frames decoded, %s expected; decoding again for %d frames", name, count, expected,
-                  len(missing))
+        log.debug("%s: %d frames decoded, a miscounted clip over the hold budget; decoding again for %d frames",
+                  name, count, len(missing))
         for index, frame in video.iter_lazy_frames(path, start, stop, threads=threads):
             if index - start in missing:
                 small[index - start] = resize_frame(video.to_rgb(frame), box, config)

@@ -158,6 +158,7 @@ def iter_lazy_frames(
     stop: int | None = None,
     *,
     threads: int | None = None,
+    on_open: Callable[[av.video.stream.VideoStream], None] | None = None,
 ) -> Iterator[tuple[int, av.VideoFrame]]:
     """Yield ``(index, frame)`` for frames ``start <= index < stop`` (0-based), decoded but not converted.
 
@@ -175,7 +176,8 @@ def iter_lazy_frames(
     one per core: the lowest latency for one clip on an idle machine). Batch
     extraction with one process per core passes 1: extra threads per process only
     contend for the same cores (measured in ``benchmarks/bench_extract.py``).
-    The decoded pixels do not depend on it.
+    The decoded pixels do not depend on it. ``on_open(stream)`` is called once the container is open,
+    before the first frame (e.g. to read the container's frame count without opening the file twice).
     """
     if start < 0:
         raise ValueError(f"start must be >= 0, got {start}")
@@ -188,6 +190,8 @@ def iter_lazy_frames(
         stream.thread_type = "AUTO"
         if threads is not None:
             stream.codec_context.thread_count = max(1, int(threads))
+        if on_open is not None:
+            on_open(stream)
         try:
             for frame in container.decode(stream):
                 index += 1
