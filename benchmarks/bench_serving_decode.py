@@ -97,9 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     load_before = [round(v, 2) for v in os.getloadavg()]
     work = Path(tempfile.mkdtemp(prefix="bench-serving-decode-"))
     uploads = make_uploads(work)
-    # At concurrency 1 nothing should be shed: the batcher's overload guard (max_latency_ms) would
-    # turn a slow moment of the shared machine into a 503 instead of a latency sample.
-    serve = {"workers": 1, "model_workers": 1, "model_threads": 1, "max_latency_ms": 60000, "request_timeout_s": 120.0}
+    # The service's own settings (params.yaml serve), one API and one model worker, 1 torch thread.
+    serve = {"workers": 1, "model_workers": 1, "model_threads": 1}
     with bentoml_serve(work / "served", serve, make_model=make_model) as served:
         torch.set_num_threads(int(served.params["serve"]["model_threads"]))
         predictor = Predictor.load(work / "served" / "run" / "models")
