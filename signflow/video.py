@@ -174,8 +174,8 @@ def iter_lazy_frames(
 
     ``threads``: decoder threads; ``None`` lets FFmpeg choose (frame + slice threads,
     one per core: the lowest latency for one clip on an idle machine). Batch
-    extraction with one process per core passes 1: extra threads per process only
-    contend for the same cores (measured in ``benchmarks/bench_extract.py``).
+    extraction with one process per core passes 1 (processes x threads = cores): extra
+    threads per process only add thread start-up per clip and contend for the same cores.
     The decoded pixels do not depend on it. ``on_open(stream)`` is called once the container is open,
     before the first frame (e.g. to read the container's frame count without opening the file twice).
     """
