@@ -4,6 +4,12 @@
    WLASL clips in ``../shared/data/wlasl-clips`` (199; ``--limit N`` for fewer),
    with ``--workers`` processes (2 = the 2 cores of the dev machine). Prints
    frames/s, clips/s and the fraction of frames with a pose, each hand, any hand.
+   ``--clip-set wlasl100-videos --per-gloss-spread 50 --workers 1 2 --skip-accuracy --results F``
+   measures frames/s per worker and the scaling from 1 to 2 workers on a fixed subset of the
+   2038 WLASL100 clips (one clip from each of 50 glosses spread over the 100), written to ``F``;
+   ``manifest_frames`` (the clips' own frame counts) next to ``frames`` (what MediaPipe saw)
+   shows each frame went through once (wlasl-clips' manifest counts come from the container
+   and are sometimes wrong, so compare on wlasl100-videos).
 2. **Accuracy**: ``landmark_lstm`` and ``landmark_gcn`` trained on the real
    MediaPipe Hands sequences of ``../shared/data/wlasl-hand-keypoints``
    (5 glosses, official WLASL split train 70 / val 16 / test 10) through the
@@ -44,12 +50,28 @@ SHARED = Path(os.environ.get("SIGNFLOW_SHARED_DATA", REPO.parent / "shared" / "d
 DOC_BEGIN, DOC_END = "<!-- bench_landmarks:begin -->", "<!-- bench_landmarks:end -->"
 
 
-def bench_extraction(limit: int | None, workers: int, complexity: int) -> dict[str, Any]:
+def clip_rows(clip_set: str, limit: int | None, per_gloss_spread: int | None) -> tuple[Path, list[dict[str, str]]]:
+    """``(video folder, manifest rows)``: the first ``limit`` clips, or ``per_gloss_spread`` clips, one from each
+    of that many glosses spread evenly over the set's glosses (the first clip of each, by video id)."""
+    root = SHARED / clip_set
+    with open(root / "manifest.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    videos = root / "videos" if (root / "videos").is_dir() else root
+    if per_gloss_spread:
+        first: dict[str, dict[str, str]] = {}
+        for row in sorted(rows, key=lambda r: r["video_id"]):
+            first.setdefault(row["gloss"], row)
+        glosses = sorted(first)
+        step = max(1, len(glosses) // per_gloss_spread)
+        return videos, [first[gloss] for gloss in glosses[::step][:per_gloss_spread]]
+    return videos, rows[:limit]
+
+
+def bench_extraction(limit: int | None, workers: int, complexity: int, clip_set: str = "wlasl-clips",
+                     per_gloss_spread: int | None = None) -> dict[str, Any]:
     from signflow.landmarks import WorkerPool
 
-    clips_dir = SHARED / "wlasl-clips"
-    with open(clips_dir / "manifest.csv", newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))[:limit]
+    clips_dir, rows = clip_rows(clip_set, limit, per_gloss_spread)
     params = LandmarksParams(num_workers=workers, model_complexity=complexity)
     # Worker CPU time (counted once they exit): frames per CPU-second does not depend on
     # how busy the shared machine was, unlike wall-clock frames/s.
@@ -73,13 +95,17 @@ def bench_extraction(limit: int | None, workers: int, complexity: int) -> dict[s
         detected.update(result["detected"])
     pose_rates = sorted(r["detected"]["pose"] / r["frames"] for r in ok)
     return {
+        "clip_set": clip_set,
         "workers": workers,
         "complexity": complexity,
         "clips": len(results),
         "failed": len(results) - len(ok),
         "frames": frames,
         "seconds": seconds,
+        # MediaPipe saw each frame once: the frames it processed equal the clips' own counts.
+        "manifest_frames": sum(int(row["frames"]) for row in rows if row["video_id"] in {r["key"] for r in ok}),
         "frames_per_s": frames / seconds,
+        "frames_per_s_per_worker": frames / seconds / workers,
         "clips_per_s": len(results) / seconds,
         "frames_per_cpu_s": frames / cpu_seconds if cpu_seconds > 0 else float("nan"),
         "rates": {part: detected[part] / max(frames, 1) for part in ("pose", "left_hand", "right_hand", "any_hand")},
@@ -188,7 +214,13 @@ def write_docs(path: Path, text: str, command: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--limit", type=int, default=None, help="first N of the 199 real clips")
+    parser.add_argument("--limit", type=int, default=None, help="first N clips of the set")
+    parser.add_argument("--clip-set", default="wlasl-clips", choices=("wlasl-clips", "wlasl100-videos"),
+                        help="real clips under ../shared/data to extract")
+    parser.add_argument("--per-gloss-spread", type=int, default=None,
+                        help="N clips, one from each of N glosses spread evenly over the set (instead of --limit)")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="write the extraction rows (and the load average) to this JSON file")
     parser.add_argument("--workers", type=int, nargs="+", default=[2], help="worker counts to compare")
     parser.add_argument("--complexity", type=int, default=1, choices=(0, 1))
     parser.add_argument("--skip-extract", action="store_true")
@@ -210,9 +242,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     extraction = []
     if not args.skip_extract:
+        load_before = [round(v, 2) for v in os.getloadavg()]
         for workers in args.workers:
-            extraction.append(bench_extraction(args.limit, workers, args.complexity))
+            extraction.append(bench_extraction(args.limit, workers, args.complexity, args.clip_set,
+                                               args.per_gloss_spread))
+            extraction[-1]["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
             print(json.dumps(extraction[-1]), flush=True)
+        if args.results is not None:
+            from signflow import atomic
+
+            atomic.write_json(args.results, {
+                "clip_set": args.clip_set, "limit": args.limit, "per_gloss_spread": args.per_gloss_spread,
+                "load_average_before": load_before, "cpus": len(os.sched_getaffinity(0)),
+                "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "runs": extraction,
+            })
     accuracy: list[dict[str, Any]] = []
     baseline = None
     if not args.skip_accuracy:

@@ -511,7 +511,11 @@ class Signflow:
 
         info = self._probe_video(path)
         try:
-            stored, count = decode_to_stored(path, config=self.preprocess, max_frames=SERVE.max_frames)
+            # The probed count lets frames past the hold budget (preprocess.HOLD_BYTES per request) be
+            # dropped unconverted: one decode pass, only the stored frames converted, memory bounded;
+            # a wrong count never changes the answer.
+            stored, count = decode_to_stored(path, config=self.preprocess, max_frames=SERVE.max_frames,
+                                             num_frames=info.num_frames)
         except video_io.VideoError as error:
             reason = "too_many_frames" if error.reason == "too_large" else error.reason
             raise Rejected(reason, _client_detail(error.detail, path)) from None

@@ -118,6 +118,14 @@ def _sample(frames: list[np.ndarray], config: PreprocessConfig, name: str) -> tu
     return np.stack([frames[i] for i in indices]), count
 
 
+# Decoded, not yet converted frames kept while a clip's length is unknown: 32 MiB holds a whole
+# WLASL100 clip (256x256: 340 frames) or a 288x192 one (400), the clips whose container counts are
+# wrong, and 10 frames of 1080p. Past it the oldest frames are converted if the container's count
+# would sample them, else dropped, so the decoder reuses their buffers: holding every frame of large
+# clips cost more CPU in page faults (fresh memory per frame) than it saved (bench_extract.py, 1080p).
+HOLD_BYTES = 32 * 1024**2
+
+
 def decode_to_stored(
     path: str | os.PathLike[str],
     *,
@@ -127,6 +135,8 @@ def decode_to_stored(
     config: PreprocessConfig,
     max_frames: int | None = None,
     num_frames: int | None = None,
+    threads: int | None = None,
+    hold_bytes: int | None = None,
 ) -> tuple[np.ndarray, int]:
     """Decode ``[start, stop)`` of a video once into ``(stored_frames, S, S, 3)`` uint8, plus the source count.
 
@@ -134,54 +144,75 @@ def decode_to_stored(
     frame_end defect); ``max_frames`` bounds work on untrusted uploads
     (``too_large``). Raises :class:`signflow.video.VideoError` with a reason.
 
-    ``num_frames`` (the container's frame count, e.g. from the crop plan) lets the
-    decoder convert and resize only the frames that will be stored: every frame is
-    still decoded, but the RGB conversion + resize, about half the cost per frame
-    on WLASL videos, is skipped for the rest. If the decoded length turns out to
-    differ from the count, the clip is decoded again the plain way, so the result
-    is always the same as without ``num_frames``.
+    One decode pass, and only the stored frames are converted to RGB and resized:
+    decoded frames are held unconverted (up to ``hold_bytes``, default :data:`HOLD_BYTES`)
+    until the end of the clip gives its true length, then
+    :func:`signflow.sampling.uniform_indices` picks the frames to convert. The container's
+    count cannot be trusted for that (35 of the 199 wlasl-clips decode fewer frames than it
+    says). Frames that leave the hold budget are converted if the container's count
+    (``num_frames``, e.g. from the crop plan or the serving probe; else read from the stream
+    when it opens) would sample them and dropped otherwise (every one converted when there
+    is no count); only a clip both longer than the budget and miscounted is decoded a second
+    time. The result never depends on ``num_frames``, ``threads`` (decoder threads, see
+    :func:`signflow.video.iter_lazy_frames`) or the budget (tested).
     """
     name = Path(path).name
-    if num_frames:
-        expected = (min(stop, num_frames) if stop is not None else num_frames) - start
+    likely: set[int] | None = None  # the frames the container's count would sample
+
+    def expect(count: int | None) -> None:
+        nonlocal likely
+        expected = (min(stop, count) if stop is not None else count) - start if count else 0
         if expected > 0:
-            result = _decode_sampled(path, start, stop, box, config, max_frames, expected)
-            if result is not None:
-                return result
-    small: list[np.ndarray] = []
-    for _, frame in video.iter_frames(path, start, stop):
-        small.append(resize_frame(frame, box, config))
-        if max_frames is not None and len(small) > max_frames:
-            raise video.VideoError("too_large", f"{name}: more than {max_frames} frames")
-    if not small and start > 0:
-        raise video.VideoError("no_frames", f"{name}: frame range starts at {start}, past the end of the video")
-    return _sample(small, config, name)
+            likely = set(sampling.uniform_indices(expected, config.stored_frames).tolist())
 
+    expect(num_frames)
+    # Without a count from the caller, the container's own (read when the decoder opens it).
+    on_open = None if num_frames else (lambda stream: expect(int(stream.frames or 0)))
 
-def _decode_sampled(
-    path: str | os.PathLike[str],
-    start: int,
-    stop: int | None,
-    box: Box,
-    config: PreprocessConfig,
-    max_frames: int | None,
-    expected: int,
-) -> tuple[np.ndarray, int] | None:
-    """One pass converting only the frames :func:`_sample` would pick for ``expected`` frames; None on a miscount."""
-    indices = sampling.uniform_indices(expected, config.stored_frames)
-    wanted = {int(i) + start for i in indices}
-    kept: dict[int, np.ndarray] = {}
+    held: deque[tuple[int, Any]] = deque()  # (clip-relative index, unconverted frame), oldest first
+    held_bytes = 0
+    budget = HOLD_BYTES if hold_bytes is None else hold_bytes
+    small: dict[int, np.ndarray] = {}  # clip-relative index -> cropped and resized frame
+    dropped = False
     count = 0
-    for index, frame in video.iter_frames(path, start, stop, want=wanted.__contains__):
+    for index, frame in video.iter_lazy_frames(path, start, stop, threads=threads, on_open=on_open):
         count += 1
         if max_frames is not None and count > max_frames:
-            raise video.VideoError("too_large", f"{Path(path).name}: more than {max_frames} frames")
-        if frame is not None:
-            kept[index - start] = resize_frame(frame, box, config)
-    if count != expected or count < config.min_frames:
-        log.debug("%s: %d frames decoded, %d expected; decoding again", Path(path).name, count, expected)
-        return None
-    return np.stack([kept[int(i)] for i in indices]), count
+            raise video.VideoError("too_large", f"{name}: more than {max_frames} frames")
+        held.append((index - start, frame))
+        held_bytes += video.frame_bytes(frame)
+        while held_bytes > budget and held:
+            position, old = held.popleft()
+            held_bytes -= video.frame_bytes(old)
+            if likely is None or position in likely:
+                small[position] = resize_frame(video.to_rgb(old), box, config)
+            else:
+                dropped = True
+    if count == 0:
+        if start > 0:
+            raise video.VideoError("no_frames", f"{name}: frame range starts at {start}, past the end of the video")
+        raise video.VideoError("no_frames", f"{name}: no frames in the requested range")
+    if count < config.min_frames:
+        raise video.VideoError("too_short", f"{name}: {count} frames, fewer than min_frames={config.min_frames}")
+    indices = sampling.uniform_indices(count, config.stored_frames)
+    unconverted = dict(held)
+    missing: set[int] = set()
+    for position in {int(i) for i in indices} - small.keys():
+        if position in unconverted:
+            small[position] = resize_frame(video.to_rgb(unconverted[position]), box, config)
+        else:
+            missing.add(position)
+    del held, unconverted
+    if missing:
+        assert dropped
+        log.debug("%s: %d frames decoded, a miscounted clip over the hold budget; decoding again for %d frames",
+                  name, count, len(missing))
+        for index, frame in video.iter_lazy_frames(path, start, stop, threads=threads):
+            if index - start in missing:
+                small[index - start] = resize_frame(video.to_rgb(frame), box, config)
+        if missing - small.keys():
+            raise video.VideoError("corrupt", f"{name}: a second decode gave fewer than the first's {count} frames")
+    return np.stack([small[int(i)] for i in indices]), count
 
 
 def frames_to_stored(
@@ -204,12 +235,20 @@ SKIPPED_NAME = "skipped.csv"
 _worker_state: dict[str, Any] = {}
 
 
-def _init_worker(raw_dir: str, config_json: dict[str, Any]) -> None:
+def decode_threads(workers: int) -> int:
+    """Decoder threads per extract process: the cores this process may use, shared by ``workers`` processes."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, workers))
+
+
+def _init_worker(raw_dir: str, config_json: dict[str, Any], threads: int) -> None:
     # One OpenCV thread per process: the pool already uses every core, and nested
-    # thread pools only add contention (measured in benchmarks/bench_extract.py).
+    # thread pools only add contention (measured in benchmarks/bench_extract.py);
+    # the same goes for the decoder's threads (processes x threads = cores).
     cv2.setNumThreads(1)
     _worker_state["raw_dir"] = Path(raw_dir)
     _worker_state["config"] = PreprocessConfig.model_validate(config_json)
+    _worker_state["threads"] = threads
 
 
 def _extract_chunk(plans: list[dict[str, Any]]) -> list[tuple[np.ndarray | None, int, str, str]]:
@@ -226,6 +265,7 @@ def _extract_chunk(plans: list[dict[str, Any]]) -> list[tuple[np.ndarray | None,
                 box=plan["box"] if config.use_bbox else None,
                 config=config,
                 num_frames=plan.get("num_frames") or None,
+                threads=_worker_state["threads"],
             )
             out.append((frames, count, "", ""))
         except video.VideoError as error:
@@ -322,7 +362,9 @@ def extract_features(
             writer.__enter__()
         try:
             results = _ordered_parallel(
-                _chunked(plans, chunk_size), num_workers, (os.fspath(raw_dir), config.to_json())
+                _chunked(plans, chunk_size),
+                num_workers,
+                (os.fspath(raw_dir), config.to_json(), decode_threads(num_workers)),
             )
             bar = tqdm(total=len(plans), desc="extract", unit="video", disable=not progress)
             position = 0

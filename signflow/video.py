@@ -152,22 +152,32 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
         container.close()
 
 
-def iter_frames(
+def iter_lazy_frames(
     path: str | os.PathLike[str],
     start: int = 0,
     stop: int | None = None,
     *,
-    want: Callable[[int], bool] | None = None,
-) -> Iterator[tuple[int, np.ndarray | None]]:
-    """Yield ``(index, rgb_frame)`` for frames ``start <= index < stop`` (0-based).
+    threads: int | None = None,
+    on_open: Callable[[av.video.stream.VideoStream], None] | None = None,
+) -> Iterator[tuple[int, av.VideoFrame]]:
+    """Yield ``(index, frame)`` for frames ``start <= index < stop`` (0-based), decoded but not converted.
 
-    ``want(index)`` False yields ``(index, None)``: the frame is decoded (codecs
-    need every frame) but not converted to RGB, which is most of the per-frame
-    cost on large videos when only a sample of the frames is kept.
+    The frames are PyAV's own (YUV as stored); :func:`to_rgb` converts one. A caller
+    that keeps only some frames converts only those, and may hold the rest unconverted
+    until it knows which it needs (the true length of a clip is known only at its end:
+    container counts are often wrong in WLASL files).
     Decodes sequentially from the first frame (frame-accurate, unlike container
     seeks, which land on key frames and disagree between demuxers). A decode
     error after at least the requested frames were produced is ignored; one
-    before is a ``corrupt`` :class:`VideoError`.
+    before is a ``corrupt`` :class:`VideoError`. :class:`DecodeLimits` in effect
+    are checked once per decoded frame.
+
+    ``threads``: decoder threads; ``None`` lets FFmpeg choose (frame + slice threads,
+    one per core: the lowest latency for one clip on an idle machine). Batch
+    extraction with one process per core passes 1 (processes x threads = cores): extra
+    threads per process only add thread start-up per clip and contend for the same cores.
+    The decoded pixels do not depend on it. ``on_open(stream)`` is called once the container is open,
+    before the first frame (e.g. to read the container's frame count without opening the file twice).
     """
     if start < 0:
         raise ValueError(f"start must be >= 0, got {start}")
@@ -178,10 +188,10 @@ def iter_frames(
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        # One reformatter for the whole clip: frame.to_ndarray(format=...) builds a new
-        # swscale context per frame, which costs more than decoding a small frame
-        # (5x slower extract on 128x96 clips; benchmarks/bench_extract.py).
-        reformatter = VideoReformatter()
+        if threads is not None:
+            stream.codec_context.thread_count = max(1, int(threads))
+        if on_open is not None:
+            on_open(stream)
         try:
             for frame in container.decode(stream):
                 index += 1
@@ -191,10 +201,7 @@ def iter_frames(
                     continue
                 if stop is not None and index >= stop:
                     break
-                if want is not None and not want(index):
-                    yield index, None
-                    continue
-                yield index, reformatter.reformat(frame, format="rgb24").to_ndarray()
+                yield index, frame
         except av.error.DecoderNotFoundError as error:
             raise VideoError("unsupported_codec", f"{name}: {ffmpeg_message(error)}") from None
         except (av.error.FFmpegError, ValueError) as error:
@@ -205,6 +212,50 @@ def iter_frames(
             log.debug("ignoring decode error past the requested range in %s: %s", path, error)
     finally:
         container.close()
+
+
+_REFORMATTERS = threading.local()
+
+
+def to_rgb(frame: av.VideoFrame) -> np.ndarray:
+    """One decoded frame as an RGB ``uint8`` ``(H, W, 3)`` array (PyAV's own conversion, same pixels).
+
+    One swscale context per thread, reused across frames and clips: ``frame.to_ndarray(format=...)``
+    builds a new one per frame, which costs more than decoding a small frame (5x slower extract on
+    128x96 clips). Single-threaded swscale: its default (a thread per core, started per context)
+    costs 4-6x more than the conversion itself on WLASL-sized frames and gives the same pixels
+    (``benchmarks/bench_extract.py`` profile, docs/benchmarks.md).
+    """
+    reformatter = getattr(_REFORMATTERS, "reformatter", None)
+    if reformatter is None:
+        reformatter = _REFORMATTERS.reformatter = VideoReformatter()
+    return reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
+
+
+def frame_bytes(frame: av.VideoFrame) -> int:
+    """Bytes a decoded (unconverted) frame holds: what keeping it for later costs."""
+    return sum(plane.buffer_size for plane in frame.planes)
+
+
+def iter_frames(
+    path: str | os.PathLike[str],
+    start: int = 0,
+    stop: int | None = None,
+    *,
+    want: Callable[[int], bool] | None = None,
+    threads: int | None = None,
+) -> Iterator[tuple[int, np.ndarray | None]]:
+    """Yield ``(index, rgb_frame)`` for frames ``start <= index < stop`` (0-based); see :func:`iter_lazy_frames`.
+
+    ``want(index)`` False yields ``(index, None)``: the frame is decoded (codecs
+    need every frame) but not converted to RGB, which is most of the per-frame
+    cost on large videos when only a sample of the frames is kept.
+    """
+    for index, frame in iter_lazy_frames(path, start, stop, threads=threads):
+        if want is not None and not want(index):
+            yield index, None
+            continue
+        yield index, to_rgb(frame)
 
 
 def read_frames(

@@ -146,17 +146,40 @@ def test_range_past_the_end_too_short_and_too_long(make_video) -> None:
     assert caught.value.reason == "no_frames"
 
 
+@pytest.mark.parametrize("hold_frames", [None, 3])
 @pytest.mark.parametrize(
     ("start", "stop", "num_frames"),
-    [(0, None, 20), (3, 15, 20), (4, 400, 20), (0, None, 30), (0, None, 12), (2, None, 1)],
+    [(0, None, None), (0, None, 20), (3, 15, 20), (4, 400, 20), (0, None, 30), (0, None, 12), (2, None, 1)],
 )
-def test_converting_only_stored_frames_gives_the_same_result(make_video, start, stop, num_frames) -> None:
-    # With the container's count the decoder skips RGB conversion of unstored frames; a wrong
-    # count (30 or 12 for a 20-frame clip) must fall back, never change the output.
+def test_converting_only_stored_frames_gives_the_same_result(
+    make_video, monkeypatch, start, stop, num_frames, hold_frames
+) -> None:
+    # Only the stored frames are converted; neither the container's count (right: 20, wrong: 30
+    # or 12 for a 20-frame clip) nor a hold budget smaller than the clip may change the output.
+    path, frames = make_video(num_frames=20)
+    config = PreprocessConfig(seq_len=4, stored_frames=6, frame_size=16, square=False)
+    box = (4, 2, 60, 46)
+    if hold_frames is not None:
+        one_frame = 64 * 48 * 3  # the lossless fixture decodes to gbrp: three full planes
+        monkeypatch.setattr(preprocess, "HOLD_BYTES", hold_frames * one_frame)
+    fast = preprocess.decode_to_stored(path, start=start, stop=stop, box=box, config=config, num_frames=num_frames)
+    kept = frames[start:stop]
+    x0, y0, x1, y1 = box
+    small = [cv2.resize(f[y0:y1, x0:x1], (16, 16), interpolation=cv2.INTER_AREA) for f in kept]
+    assert fast[1] == len(kept)
+    np.testing.assert_array_equal(fast[0], np.stack([small[i] for i in sampling.uniform_indices(len(kept), 6)]))
+
+
+def test_one_decode_and_only_stored_frames_converted_when_the_count_is_wrong(make_video, monkeypatch) -> None:
+    # The container's count is wrong in many WLASL files; the clip must still be decoded once.
     path, _ = make_video(num_frames=20)
-    config = PreprocessConfig(seq_len=4, stored_frames=6, frame_size=16)
-    plain = preprocess.decode_to_stored(path, start=start, stop=stop, box=(4, 2, 60, 46), config=config)
-    fast = preprocess.decode_to_stored(path, start=start, stop=stop, box=(4, 2, 60, 46), config=config,
-                                       num_frames=num_frames)
-    assert fast[1] == plain[1]
-    np.testing.assert_array_equal(fast[0], plain[0])
+    config = PreprocessConfig(seq_len=4, stored_frames=6, frame_size=16, square=False)
+    opened, converted = [], []
+    lazy, to_rgb = video.iter_lazy_frames, video.to_rgb
+    monkeypatch.setattr(video, "iter_lazy_frames", lambda *a, **k: opened.append(a) or lazy(*a, **k))
+    monkeypatch.setattr(video, "to_rgb", lambda frame: converted.append(frame) or to_rgb(frame))
+    for num_frames in (None, 20, 25, 12):
+        opened.clear()
+        converted.clear()
+        preprocess.decode_to_stored(path, config=config, num_frames=num_frames)
+        assert (len(opened), len(converted)) == (1, 6), num_frames
