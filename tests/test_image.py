@@ -20,6 +20,7 @@ import importlib.util
 import inspect
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -122,6 +123,21 @@ def _engine() -> str:
     pytest.skip("no container engine answers (podman info / docker info): install podman to run the image")
 
 
+def _can_start_a_container(engine: str, name: str) -> None:
+    """Skip, with the engine's own words, where this machine cannot start any container (a sandbox
+    kernel refusing the engine's default rlimits, say): that is the host, not the image."""
+    probe = subprocess.run(
+        [engine, "run", "--rm", "--no-healthcheck", *shlex.split(os.environ.get("SIGNFLOW_ENGINE_FLAGS", "")),
+         "--entrypoint", "true", name],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    if probe.returncode != 0:
+        reason = (probe.stderr.strip().splitlines() or ["no message"])[-1]
+        pytest.skip(f"{engine} cannot start a container from {name} here ({reason}); engine flags go in "
+                    "SIGNFLOW_ENGINE_FLAGS, e.g. '--ulimit nofile=20000:20000 --ulimit nproc=32768:32768' "
+                    "(docs/kubeflow.md)")
+
+
 @pytest.fixture(scope="module")
 def image() -> tuple[str, str]:
     engine = _engine()
@@ -130,6 +146,7 @@ def image() -> tuple[str, str]:
     for name in candidates:
         if subprocess.run([engine, "image", "exists" if engine == "podman" else "inspect", name],
                           capture_output=True).returncode == 0:
+            _can_start_a_container(engine, name)
             return engine, name
     pytest.skip(f"no image {' or '.join(candidates)} in {engine} (build it: make image; or set SIGNFLOW_IMAGE)")
 
