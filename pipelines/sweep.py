@@ -23,7 +23,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pipelines import PipelineError
 from pipelines.params import _kind_of
 from pipelines.pipeline import TELEMETRY_OFF, stage_resources
-from pipelines.trainjob import PARAMS_FILE, params_volume
+from pipelines.trainjob import (
+    PARAMS_FILE,
+    add_shm,
+    container_resources,
+    manifest_metadata,
+    on_claim,
+    params_volume,
+    schedule,
+)
 from signflow.config import Params, ParamsError, apply_overrides
 
 API_VERSION = "kubeflow.org/v1beta1"
@@ -123,18 +131,13 @@ def experiment(
         raise PipelineError(
             "trials read the extracted features from a claim: set kubeflow.pvc (e.g. -p kubeflow.pvc=signflow-data)"
         )
+    on_claim("--data", data, kubeflow)
     mount = kubeflow.pvc_mount_path.rstrip("/")
-    if not (data == mount or data.startswith(mount + "/")):
-        raise PipelineError(f"--data {data}: must be on the claim, under {mount} (kubeflow.pvc_mount_path)")
     command = ["python", "-m", "pipelines.trial", "--params", PARAMS_FILE,
                "--data", data, "--out", "/scratch/trial", "--metric", sweep.objective.metric]  # fmt: skip
     for key in sweep.parameters:
         command += ["-p", f"{key}=${{trialParameters.{trial_name(key)}}}"]
     resources = stage_resources(kubeflow, "train")
-    limits = {k: v for k, v in {"cpu": resources.cpu_limit, "memory": resources.memory_limit}.items() if v}
-    requests = {k: v for k, v in {"cpu": resources.cpu_request, "memory": resources.memory_request}.items() if v}
-    if resources.gpus:
-        limits[kubeflow.accelerator_type] = str(resources.gpus)
     params_vol, params_mount = params_volume(f"{name}-params")
     volumes: list[dict[str, Any]] = [
         {"name": "data", "persistentVolumeClaim": {"claimName": kubeflow.pvc, "readOnly": True}},
@@ -143,9 +146,7 @@ def experiment(
     ]
     mounts = [{"name": "data", "mountPath": mount, "readOnly": True}, {"name": "scratch", "mountPath": "/scratch"},
               params_mount]
-    if resources.shm:
-        volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": resources.shm}})
-        mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
+    add_shm(resources, volumes, mounts)
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
         "containers": [{
@@ -153,28 +154,19 @@ def experiment(
             "image": image,
             "command": command,
             "env": [{"name": k, "value": v} for k, v in {**TELEMETRY_OFF, "TMPDIR": "/scratch"}.items()],
-            "resources": {"limits": limits, "requests": requests},
+            "resources": container_resources(kubeflow, resources),
             "volumeMounts": mounts,
         }],
         "volumes": volumes,
     }  # fmt: skip
-    if resources.gpus and kubeflow.gpu_tolerations:
-        pod["tolerations"] = [t.model_dump(exclude_none=True) for t in kubeflow.gpu_tolerations]
-    selector = {**kubeflow.node_selector, **(kubeflow.gpu_node_selector if resources.gpus else {})}
-    if selector:
-        pod["nodeSelector"] = selector
-    if kubeflow.image_pull_secrets:
-        pod["imagePullSecrets"] = [{"name": secret} for secret in kubeflow.image_pull_secrets]
+    schedule(pod, kubeflow, resources.gpus or 0)
     objective: dict[str, Any] = {"type": sweep.objective.type, "objectiveMetricName": sweep.objective.metric}
     if sweep.objective.goal is not None:
         objective["goal"] = sweep.objective.goal
-    metadata: dict[str, Any] = {"name": name, "labels": {"app.kubernetes.io/part-of": "signflow"}}
-    if namespace:
-        metadata["namespace"] = namespace
     return {
         "apiVersion": API_VERSION,
         "kind": "Experiment",
-        "metadata": metadata,
+        "metadata": manifest_metadata(name, namespace),
         "spec": {
             "objective": objective,
             "algorithm": {"algorithmName": sweep.algorithm},

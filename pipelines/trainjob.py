@@ -26,13 +26,14 @@ import yaml
 from pipelines import PipelineError
 from pipelines.pipeline import TELEMETRY_OFF, stage_resources
 from pipelines.runtime import STATE_DIR_ENV
-from signflow.config import Params
+from signflow.config import KubeflowParams, KubeflowResources, Params
+from signflow.stage_params import ParamsView
+from stages.train import PARAMS as TRAIN_PARAMS
 
 API_VERSION = "kubeflow.org/v1"
 CONTAINER = "pytorch"  # the operator finds the training container by this name
 PARAMS_MOUNT = "/etc/signflow"  # the params ConfigMap, mounted read-only
 PARAMS_FILE = f"{PARAMS_MOUNT}/params.yaml"
-TRAIN_SECTIONS = ("model", "train")  # what stages.train reads (dvc.yaml)
 
 
 def torchrun_command(nodes: int, nproc_per_node: int, job_id: str, train_args: Sequence[str]) -> list[str]:
@@ -47,14 +48,23 @@ def torchrun_command(nodes: int, nproc_per_node: int, job_id: str, train_args: S
     ]  # fmt: skip
 
 
-def params_configmap(name: str, params: Params, namespace: str | None = None) -> dict[str, Any]:
-    """The run's params (the sections train reads) as a ConfigMap, mounted at :data:`PARAMS_MOUNT`."""
-    sections = {section: getattr(params, section).model_dump(mode="json") for section in TRAIN_SECTIONS}
+def train_params_yaml(params: Params) -> str:
+    """The params file ``stages.train`` reads: exactly its declared keys (``stages.train.PARAMS``)."""
+    return yaml.safe_dump(ParamsView(params, TRAIN_PARAMS, "train").model_dump(mode="json"), sort_keys=False)
+
+
+def manifest_metadata(name: str, namespace: str | None = None) -> dict[str, Any]:
+    """``metadata`` of every object signflow generates for ``kubectl apply``."""
     metadata: dict[str, Any] = {"name": name, "labels": {"app.kubernetes.io/part-of": "signflow"}}
     if namespace:
         metadata["namespace"] = namespace
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata,
-            "data": {"params.yaml": yaml.safe_dump(sections, sort_keys=False)}}  # fmt: skip
+    return metadata
+
+
+def params_configmap(name: str, params: Params, namespace: str | None = None) -> dict[str, Any]:
+    """The run's params (the keys train reads) as a ConfigMap, mounted at :data:`PARAMS_MOUNT`."""
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": manifest_metadata(name, namespace),
+            "data": {"params.yaml": train_params_yaml(params)}}  # fmt: skip
 
 
 def params_volume(configmap: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -78,8 +88,44 @@ def train_args(params_path: str, data: str, out: str, state: str) -> list[str]:
     ]  # fmt: skip
 
 
-def _inside(path: str, mount: str) -> bool:
-    return path == mount or path.startswith(mount.rstrip("/") + "/")
+def on_claim(flag: str, path: str, kubeflow: KubeflowParams) -> None:
+    """Refuse a ``--data``/``--out`` folder that is not under the claim's mount path."""
+    mount = kubeflow.pvc_mount_path.rstrip("/")
+    if not (path == mount or path.startswith(mount + "/")):
+        raise PipelineError(f"{flag} {path}: must be on the claim, under {mount} (kubeflow.pvc_mount_path)")
+
+
+def container_resources(kubeflow: KubeflowParams, resources: KubeflowResources) -> dict[str, dict[str, str]]:
+    """A container's ``resources``: the stage's CPU/memory requests and limits, its GPUs as a limit."""
+    limits: dict[str, str] = {}
+    requests: dict[str, str] = {}
+    for key, target in (("cpu_request", requests), ("memory_request", requests), ("cpu_limit", limits),
+                        ("memory_limit", limits)):  # fmt: skip
+        value = getattr(resources, key)
+        if value is not None:
+            target[key.split("_")[0]] = value
+    if resources.gpus:
+        limits[kubeflow.accelerator_type] = str(resources.gpus)
+    return {"limits": limits, "requests": requests}
+
+
+def add_shm(resources: KubeflowResources, volumes: list[dict[str, Any]], mounts: list[dict[str, Any]]) -> None:
+    """A memory-backed ``/dev/shm`` of ``resources.shm`` (data loader workers, NCCL), when set."""
+    if resources.shm:
+        volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": resources.shm}})
+        mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
+
+
+def schedule(pod: dict[str, Any], kubeflow: KubeflowParams, gpus: int) -> dict[str, Any]:
+    """``pod`` with the cluster's node selectors, GPU tolerations and image pull secrets."""
+    selector = {**kubeflow.node_selector, **(kubeflow.gpu_node_selector if gpus else {})}
+    if selector:
+        pod["nodeSelector"] = selector
+    if gpus and kubeflow.gpu_tolerations:
+        pod["tolerations"] = [t.model_dump(exclude_none=True) for t in kubeflow.gpu_tolerations]
+    if kubeflow.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": secret} for secret in kubeflow.image_pull_secrets]
+    return pod
 
 
 def pytorchjob(
@@ -98,57 +144,34 @@ def pytorchjob(
             "multi-node training reads its data from and writes its model to a shared volume: "
             "set kubeflow.pvc to a ReadWriteMany claim (e.g. -p kubeflow.pvc=signflow-data)"
         )
+    on_claim("--data", data, kubeflow)
+    on_claim("--out", out, kubeflow)
     mount = kubeflow.pvc_mount_path.rstrip("/")
-    for flag, path in (("--data", data), ("--out", out)):
-        if not _inside(path, mount):
-            raise PipelineError(f"{flag} {path}: must be on the claim, under {mount} (kubeflow.pvc_mount_path)")
     resources = stage_resources(kubeflow, "train")
     gpus = resources.gpus or 0
-    limits: dict[str, str] = {}
-    requests: dict[str, str] = {}
-    for key, target in (("cpu_request", requests), ("memory_request", requests), ("cpu_limit", limits),
-                        ("memory_limit", limits)):  # fmt: skip
-        value = getattr(resources, key)
-        if value is not None:
-            target[key.split("_")[0]] = value
-    if gpus:
-        limits[kubeflow.accelerator_type] = str(gpus)
     state = f"{mount}/state/train/{name}"
+    params_vol, params_mount = params_volume(f"{name}-params")
+    volumes: list[dict[str, Any]] = [{"name": "data", "persistentVolumeClaim": {"claimName": kubeflow.pvc}}, params_vol]
+    mounts = [{"name": "data", "mountPath": mount}, params_mount]
+    add_shm(resources, volumes, mounts)
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": image,
         "command": torchrun_command(nodes, max(1, gpus), name, train_args(PARAMS_FILE, data, out, state)),
         "env": [{"name": key, "value": value} for key, value in {**TELEMETRY_OFF, STATE_DIR_ENV: f"{mount}/state"}.items()],
-        "resources": {"limits": limits, "requests": requests},
-        "volumeMounts": [{"name": "data", "mountPath": mount}],
+        "resources": container_resources(kubeflow, resources),
+        "volumeMounts": mounts,
     }
-    volumes: list[dict[str, Any]] = [{"name": "data", "persistentVolumeClaim": {"claimName": kubeflow.pvc}}]
-    params_vol, params_mount = params_volume(f"{name}-params")
-    volumes.append(params_vol)
-    container["volumeMounts"].append(params_mount)
-    if resources.shm:
-        container["volumeMounts"].append({"name": "dshm", "mountPath": "/dev/shm"})
-        volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": resources.shm}})
-    pod: dict[str, Any] = {"containers": [container], "volumes": volumes}
-    selector = {**kubeflow.node_selector, **(kubeflow.gpu_node_selector if gpus else {})}
-    if selector:
-        pod["nodeSelector"] = selector
-    if gpus and kubeflow.gpu_tolerations:
-        pod["tolerations"] = [t.model_dump(exclude_none=True) for t in kubeflow.gpu_tolerations]
-    if kubeflow.image_pull_secrets:
-        pod["imagePullSecrets"] = [{"name": secret} for secret in kubeflow.image_pull_secrets]
+    pod = schedule({"containers": [container], "volumes": volumes}, kubeflow, gpus)
 
     def replicas(count: int) -> dict[str, Any]:
         # OnFailure: a crashed or preempted pod restarts and resumes from the checkpoint on the claim.
         return {"replicas": count, "restartPolicy": "OnFailure", "template": {"spec": pod}}
 
-    metadata: dict[str, Any] = {"name": name, "labels": {"app.kubernetes.io/part-of": "signflow"}}
-    if namespace:
-        metadata["namespace"] = namespace
     return {
         "apiVersion": API_VERSION,
         "kind": "PyTorchJob",
-        "metadata": metadata,
+        "metadata": manifest_metadata(name, namespace),
         "spec": {
             "nprocPerNode": str(max(1, gpus)),
             "runPolicy": {"backoffLimit": max(1, kubeflow.retries), "cleanPodPolicy": "None"},

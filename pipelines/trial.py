@@ -18,9 +18,8 @@ import logging
 import sys
 from pathlib import Path
 
-import yaml
 
-from pipelines.trainjob import TRAIN_SECTIONS, train_args
+from pipelines.trainjob import train_args, train_params_yaml
 from signflow.config import ParamsError, apply_overrides, load_params
 
 
@@ -40,8 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     params_file = args.out / "params.yaml"
-    sections = {section: getattr(params, section).model_dump(mode="json") for section in TRAIN_SECTIONS}
-    params_file.write_text(yaml.safe_dump(sections, sort_keys=False), encoding="utf-8")
+    params_file.write_text(train_params_yaml(params), encoding="utf-8")
 
     from signflow.models import read_model_file
     from stages.train import main as train_main

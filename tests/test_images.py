@@ -14,15 +14,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import yaml
+from loopback import QuietJsonHandler
 
-from pipelines import PipelineError, images
+from pipelines import PipelineError, images, submit
 from pipelines import compile as compile_cli
-from pipelines import submit
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "pull-token-1"
@@ -42,10 +41,7 @@ class FakeRegistry:
 
 
 def _handler(state: FakeRegistry) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
+    class Handler(QuietJsonHandler):
         def _send(self, status: int, headers: dict[str, str], body: bytes = b"") -> None:
             self.send_response(status)
             for key, value in headers.items():

@@ -21,12 +21,13 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from loopback import QuietJsonHandler
+from training_data import make_features, tiny_params
 
 from pipelines import PipelineError
 from pipelines.trainjob import PARAMS_FILE, params_configmap, pytorchjob
 from signflow.config import apply_overrides
 from signflow.models import read_model_file
-from training_data import make_features, tiny_params
 
 REPO = Path(__file__).resolve().parents[1]
 # Frozen backbone + feature cache + no dropout: no per-rank batch statistics, so 2 ranks x batch 4
@@ -206,19 +207,7 @@ class FakeCluster:
 
 
 def _k8s_handler(cluster: FakeCluster) -> type:
-    from http.server import BaseHTTPRequestHandler
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def _reply(self, status: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    class Handler(QuietJsonHandler):
 
         def do_POST(self) -> None:  # noqa: N802
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from loopback import QuietJsonHandler
 
 from pipelines import connect, submit
 
@@ -53,17 +54,7 @@ class FakeKfp:
 
 
 def _handler(state: FakeKfp) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:  # keep the test output clean
-            pass
-
-        def _reply(self, status: int, payload: dict[str, Any]) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    class Handler(QuietJsonHandler):
 
         def _record(self, method: str) -> Request:
             parts = urlsplit(self.path)
