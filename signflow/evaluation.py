@@ -31,7 +31,7 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from signflow import atomic
 from signflow.drift import build_reference
-from signflow.scores import softmax
+from signflow.scores import softmax, top_classes
 
 if TYPE_CHECKING:
     from signflow.inference import Predictor
@@ -236,7 +236,7 @@ def write_reports(
     prediction_rows = []
     for split, result in predictions.items():
         probabilities = softmax(np.asarray(result.logits, dtype=np.float64))
-        order = np.argsort(-probabilities, axis=1, kind="stable")[:, : min(5, len(class_names))]
+        order = top_classes(probabilities, min(5, len(class_names)))
         for i, video_id in enumerate(result.video_ids):
             top = order[i]
             prediction_rows.append([

@@ -18,5 +18,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def top_classes(probabilities: np.ndarray, k: int) -> np.ndarray:
-    """The ``k`` most probable class indices of one ``(C,)`` row, best first (stable on ties)."""
-    return np.argsort(-np.asarray(probabilities), kind="stable")[: max(1, k)]
+    """The ``k`` most probable class indices of each ``(C,)`` row (or of ``(N, C)`` rows), best first,
+    stable on ties."""
+    return np.argsort(-np.asarray(probabilities), axis=-1, kind="stable")[..., : max(1, k)]
