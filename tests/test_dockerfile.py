@@ -29,6 +29,7 @@ import fnmatch
 import importlib.metadata
 import importlib.util
 import json
+import os
 import re
 import shlex
 import shutil
@@ -328,7 +329,11 @@ def test_torch_variant_check_on_this_venvs_torch() -> None:
 
 def test_make_image_and_push_commands() -> None:
     def dry(*args: str) -> str:
-        result = subprocess.run(["make", "-n", *args], cwd=REPO, capture_output=True, text=True, timeout=60)
+        # CI runs this under `make test`: a nested make prints "Entering directory" unless told not to,
+        # and inherits the outer make's flags.
+        env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
+        result = subprocess.run(["make", "--no-print-directory", "-n", *args], cwd=REPO, env=env,
+                                capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
         return result.stdout.strip()
 
