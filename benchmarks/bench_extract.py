@@ -139,11 +139,12 @@ def route_signflow(clip_dir: Path, work: Path, frame_size: int, workers: int) ->
 
     from signflow import crop, preprocess, sampling
     from signflow.config import load_params
+    from signflow.feature_spec import RgbFeatureSpec
     from signflow.shards import ShardReader
 
     params = load_params(REPO_ROOT / "params.yaml")
     extract = params.extract.model_copy(update={"frame_size": frame_size, "num_workers": workers})
-    config = preprocess.PreprocessConfig.from_params(extract, params.crop)
+    config = RgbFeatureSpec.from_params(extract, params.crop)
     records = _records(clip_dir)
     clip_dir = _video_dir(clip_dir)
     cpu, began = _cpu_s(), time.perf_counter()
@@ -177,10 +178,11 @@ def route_fusion(clip_dir: Path, work: Path, frame_size: int, limit: int) -> dic
     """
     from signflow import crop, preprocess, video
     from signflow.config import load_params
+    from signflow.feature_spec import RgbFeatureSpec
 
     params = load_params(REPO_ROOT / "params.yaml")
     extract = params.extract.model_copy(update={"frame_size": frame_size})
-    config = preprocess.PreprocessConfig.from_params(extract, params.crop)
+    config = RgbFeatureSpec.from_params(extract, params.crop)
     records = _records(clip_dir)[:limit]
     clip_dir = _video_dir(clip_dir)
     plans = [plan for _, plan, _ in crop.plan_all(records, clip_dir, params.crop) if plan]
@@ -392,11 +394,11 @@ def profile(clip_dir: Path, frame_size: int, limit: int | None) -> None:
 
     from signflow import crop, preprocess
     from signflow.config import load_params
+    from signflow.feature_spec import RgbFeatureSpec
 
     cv2.setNumThreads(1)
     params = load_params(REPO_ROOT / "params.yaml")
-    config = preprocess.PreprocessConfig.from_params(params.extract.model_copy(update={"frame_size": frame_size}),
-                                                     params.crop)
+    config = RgbFeatureSpec.from_params(params.extract.model_copy(update={"frame_size": frame_size}), params.crop)
     records = _records(clip_dir)[:limit]
     video_dir = _video_dir(clip_dir)
     profiler = cProfile.Profile()

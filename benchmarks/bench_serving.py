@@ -51,16 +51,16 @@ def random_model_dir(params_path: Path, folder: Path) -> Path:
 
     from signflow.config import load_params
     from signflow.models import build_model, save_model_file
-    from signflow.preprocess import PreprocessConfig
+    from signflow.feature_spec import RgbFeatureSpec
 
     params = load_params(params_path)
     torch.manual_seed(0)
     num_classes = params.data.synthetic.num_glosses if params.data.source == "synthetic" else 100
     model = build_model(params.model, num_classes, seq_len=params.extract.seq_len, frame_size=params.extract.frame_size)
-    preprocess = PreprocessConfig.from_params(params.extract, params.crop).to_json()
     save_model_file(
         folder / "model.pt", model, arch=params.model.arch, model_params=params.model, num_classes=num_classes,
-        label_map=[f"gloss{i}" for i in range(num_classes)], preprocess=preprocess,
+        label_map=[f"gloss{i}" for i in range(num_classes)],
+        feature_spec=RgbFeatureSpec.from_params(params.extract, params.crop),
     )
     return folder
 

@@ -69,7 +69,7 @@ def make_model(folder: Path) -> Path:
     return make_model_dir(folder, seq_len=16, stored_frames=32, frame_size=64, hidden=128)
 
 
-def before_path(path: Path, config) -> np.ndarray:  # noqa: ANN001 - PreprocessConfig
+def before_path(path: Path, config) -> np.ndarray:  # noqa: ANN001 - RgbFeatureSpec
     """The pre-issue-14 serving decode: every frame converted (default swscale threads) and resized."""
     from av.video.reformatter import VideoReformatter
 
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     with bentoml_serve(work / "served", serve, make_model=make_model) as served:
         torch.set_num_threads(int(served.params["serve"]["model_threads"]))
         predictor = Predictor.load(work / "served" / "run" / "models")
-        config = predictor.preprocess_config
+        config = predictor.rgb_spec
         timings: dict[str, dict[str, list[float]]] = {}
         answers: dict[str, dict] = {}
         for name, path in uploads.items():  # one untimed round each: caches, first-call costs

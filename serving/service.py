@@ -149,7 +149,6 @@ def read_model_folder(path: Path) -> dict[str, Any]:
 
     return {
         "glosses": (load("label_map.json") or {}).get("glosses"),
-        "preprocess": load("preprocess.json"),
         "params": load("params.json") or {},
         "metrics": load("metrics.json") or {},
         "drift_reference": load("drift_reference.json"),
@@ -250,7 +249,7 @@ class Signflow:
     model = bentoml.depends(SignflowModel)
 
     def __init__(self) -> None:
-        from signflow.preprocess import PreprocessConfig
+        from signflow.feature_spec import LandmarkFeatureSpec, load_spec
 
         enable_logging()
         start_process_sampler("signflow")
@@ -258,19 +257,20 @@ class Signflow:
         stored = bentoml.models.get(self.tag)
         self.tag = str(stored.tag)  # "name:latest" resolved to the version actually served
         folder = read_model_folder(Path(stored.path))
-        if not folder["glosses"] or not folder["preprocess"]:
-            raise RuntimeError(f"model {self.tag} lacks label_map.json/preprocess.json: package it with stages.package")
+        if not folder["glosses"]:
+            raise RuntimeError(f"model {self.tag} lacks label_map.json: package it with stages.package")
         self.glosses: list[str] = list(folder["glosses"])
+        # The extract stage's feature spec, as packaged (an invalid one is refused, naming the field).
+        spec = load_spec(Path(stored.path), origin=f"model {self.tag} (preprocess.json)")
         # Landmark models (model.arch landmark_*): MediaPipe + the same normalisation as extract/evaluate.
         self.landmarks = None
-        if folder["preprocess"].get("kind") == "landmarks":
+        self.extractor_warning: str | None = None  # this server's MediaPipe is not the model's
+        if isinstance(spec, LandmarkFeatureSpec):
             from signflow.landmarks.online import LandmarkPreprocessor
 
-            self.landmarks = LandmarkPreprocessor(folder["preprocess"])
-        # The same fields Predictor reads from the model file (preprocess.json also carries
-        # normalisation and layout, which the model service applies).
-        fields = {k: v for k, v in folder["preprocess"].items() if k in PreprocessConfig.model_fields}
-        self.preprocess = None if self.landmarks else PreprocessConfig.model_validate(fields)
+            self.landmarks = LandmarkPreprocessor(spec)
+            self.extractor_warning = self.landmarks.check_extractor(SERVE.landmark_extractor_mismatch)
+        self.preprocess = None if self.landmarks else spec
         self.drift = self._drift_monitor(folder)
         # Chosen on val by the evaluate stage (signflow.calibration); None = always answer.
         threshold = folder["metrics"].get("abstain_threshold")
@@ -394,6 +394,8 @@ class Signflow:
         logits, model_s = await self._forward(batch, endpoint)
         result = self._result(logits[0], top_k, return_logits)
         result["input"] = info
+        if self.extractor_warning:
+            result["extractor_warning"] = self.extractor_warning
         result["timings_ms"] = _ms(decode=decode_s, preprocess=preprocess_s, model=model_s,
                                    total=time.perf_counter() - started)
         return result

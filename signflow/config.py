@@ -305,6 +305,11 @@ class ServeParams(StrictModel):
     model_workers: int = Field(1, ge=1, le=64, description="model (batching) worker processes")
     model_threads: int | None = Field(1, ge=1, le=256, description="torch threads per model worker; null = torch default")
     max_concurrency: int = Field(64, ge=1, description="requests in flight before 503")
+    landmark_extractor_mismatch: Literal["warn", "refuse"] = Field(
+        "warn",
+        description="landmark models: when the installed MediaPipe differs from the one the model's features "
+        "were extracted with (other landmarks for the same video), log and report it, or refuse to start",
+    )
 
 
 # The service's prediction endpoints (serving/service.py): SLOs, metric labels and alerts are per endpoint.
@@ -389,16 +394,7 @@ class LandmarksParams(StrictModel):
     min_tracking_confidence: float = Field(0.5, ge=0.0, le=1.0)
     max_gap: int = Field(4, ge=0, description="interpolate missing-hand gaps up to this many (stored) frames")
     num_workers: int = Field(2, ge=1, le=256)
-    stored_frames: int = Field(64, ge=2, le=2048, description="frames kept per clip (uniform over the clip)")
-    seq_len: int = Field(32, ge=2, le=1024, description="frames the model sees per clip")
-
-    @model_validator(mode="after")
-    def _stored_covers_seq(self) -> LandmarksParams:
-        if self.stored_frames < self.seq_len:
-            raise ValueError(
-                f"landmarks.stored_frames ({self.stored_frames}) must be >= landmarks.seq_len ({self.seq_len})"
-            )
-        return self
+    # Frames kept / seen per clip are extract.stored_frames / extract.seq_len, as for RGB (MOVED_KEYS).
 
 
 # --------------------------------------------------------------------------- kubeflow (pipelines/ only)
@@ -491,10 +487,20 @@ class Params(StrictModel):
     kubeflow: KubeflowParams = KubeflowParams()
 
 
+# Keys that once lived elsewhere: an old params.yaml gets told where each went, not just "unknown key".
+MOVED_KEYS = {
+    "landmarks.seq_len": "extract.seq_len (one seq_len/stored_frames pair for both representations)",
+    "landmarks.stored_frames": "extract.stored_frames (one seq_len/stored_frames pair for both representations)",
+}
+
+
 def _format_errors(error: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid parameters:"]
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"]) or "(root)"
+        if item["type"] == "extra_forbidden" and key in MOVED_KEYS:
+            lines.append(f"  {key}: moved to {MOVED_KEYS[key]}")
+            continue
         if item["type"] == "extra_forbidden":
             parent_model = _model_at(item["loc"][:-1])
             allowed = ", ".join(sorted(parent_model.model_fields)) if parent_model else "?"

@@ -7,8 +7,8 @@ prepared with :mod:`signflow.preprocess` (the extract stage's code), so a served
 through exactly the code that produced the reported metrics.
 
 Pipeline for one video: :func:`signflow.preprocess.decode_to_stored` (crop, resize,
-``stored_frames`` uniform frames; the extract stage's own code and config, saved in
-the model file) -> :func:`signflow.sampling.clip_indices` (``seq_len`` frames; with
+``stored_frames`` uniform frames; the extract stage's own code and feature spec, saved
+in the model file) -> :func:`signflow.sampling.clip_indices` (``seq_len`` frames; with
 ``clips > 1`` several evenly spaced windows whose logits are averaged) ->
 :func:`signflow.transforms.to_model_input` -> the network.
 """
@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from signflow.models import input_layout, load_model_file
+from signflow.feature_spec import LandmarkFeatureSpec, RgbFeatureSpec
+from signflow.models import load_model_file
 from signflow.sampling import clip_indices
 from signflow.scores import softmax, top_classes
 from signflow.transforms import InputConfig, to_model_input
@@ -46,7 +47,11 @@ class Prediction:
 
 
 class Predictor:
-    """A loaded model plus the exact preprocessing it was trained with."""
+    """A loaded model plus the exact preprocessing it was trained with.
+
+    ``meta`` is :func:`signflow.models.load_model_file`'s: the validated feature spec
+    (``feature_spec``) and the network's input config (``input_config``) come from there.
+    """
 
     def __init__(self, model: torch.nn.Module, meta: dict[str, Any], *, device: str | torch.device = "cpu"):
         self.model = model.eval()
@@ -54,15 +59,9 @@ class Predictor:
         self.device = torch.device(device)
         self.arch: str = meta["arch"]
         self.label_map: list[str] = list(meta["label_map"])
-        preprocess: dict[str, Any] = dict(meta.get("preprocess") or {})
-        self.preprocess = preprocess
+        self.feature_spec: RgbFeatureSpec | LandmarkFeatureSpec = meta["feature_spec"]
         self.seq_len = int(meta["input"]["seq_len"])
-        self.input_config = InputConfig(
-            mean=preprocess.get("mean"),
-            std=preprocess.get("std"),
-            layout=preprocess.get("layout", input_layout(self.arch)),
-        )
-        self._preprocess_config = None
+        self.input_config: InputConfig = meta["input_config"]
 
     @classmethod
     def load(cls, model_dir: str | os.PathLike[str], device: str | torch.device = "cpu") -> Predictor:
@@ -84,19 +83,14 @@ class Predictor:
         return 3 if self.input_config.layout == "TJC" else 4
 
     @property
-    def preprocess_config(self) -> Any:
-        """The extract stage's :class:`signflow.preprocess.PreprocessConfig` saved with the model."""
-        if self.input_config.layout == "TJC":
+    def rgb_spec(self) -> RgbFeatureSpec:
+        """The extract stage's RGB feature spec saved with the model (landmark models have none)."""
+        if not isinstance(self.feature_spec, RgbFeatureSpec):
             raise ValueError(
                 f"{self.arch} reads landmark sequences: videos need the MediaPipe landmarks extractor "
                 "(signflow.landmarks), not RGB frame preprocessing"
             )
-        if self._preprocess_config is None:
-            from signflow.preprocess import PreprocessConfig
-
-            fields = {k: v for k, v in self.preprocess.items() if k in PreprocessConfig.model_fields}
-            self._preprocess_config = PreprocessConfig.model_validate(fields)
-        return self._preprocess_config
+        return self.feature_spec
 
     # ------------------------------------------------------------------ preprocessing
 
@@ -115,7 +109,7 @@ class Predictor:
         """
         from signflow.preprocess import decode_to_stored
 
-        config = self.preprocess_config
+        config = self.rgb_spec
         stored, _ = decode_to_stored(
             path, start=start, stop=stop, box=box if config.use_bbox else None, config=config, max_frames=max_frames
         )
@@ -127,7 +121,7 @@ class Predictor:
         """RGB ``uint8 (H, W, 3)`` frames already in memory -> one stored clip."""
         from signflow.preprocess import frames_to_stored
 
-        config = self.preprocess_config
+        config = self.rgb_spec
         stored, _ = frames_to_stored(frames, box if config.use_bbox else None, config)
         return stored
 

@@ -33,11 +33,11 @@ import numpy as np
 
 from signflow import atomic
 from signflow.config import PackageParams, Params
+from signflow.feature_spec import load_spec, write_spec
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pt"
-PREPROCESS_FILE = "preprocess.json"
 LABEL_MAP_FILE = "label_map.json"
 METRICS_FILE = "metrics.json"
 PARAMS_FILE = "params.json"
@@ -233,7 +233,7 @@ def measure_latency_ms(model_dir: Path, batch_size: int = 1, repeats: int = 5) -
         shape: tuple[int, ...] = (predictor.seq_len, int(spec["num_joints"]), int(spec["channels"]))
         stored = np.zeros((batch_size, *shape), dtype=np.float32)
     else:
-        stored = np.zeros((batch_size, *predictor.preprocess_config.stored_shape), dtype=np.uint8)
+        stored = np.zeros((batch_size, *predictor.rgb_spec.stored_shape), dtype=np.uint8)
     predictor.logits(stored)  # warm-up: first call allocates and picks kernels
     times = []
     for _ in range(repeats):
@@ -358,12 +358,9 @@ def save_to_store(
 
     package: PackageParams = params.package
     meta = _read_model_meta(candidate.model_dir)
-    # The model file's own preprocess record is what Predictor applies; shipping that one (not a
-    # copy from elsewhere) keeps served inputs identical to evaluated ones.
-    preprocess = meta.get("preprocess") or {}
-    preprocess_file = candidate.model_dir / PREPROCESS_FILE
-    if not preprocess and preprocess_file.is_file():
-        preprocess = json.loads(preprocess_file.read_text(encoding="utf-8"))
+    # The model file's own feature spec is what Predictor applies; shipping that one (not a
+    # copy from elsewhere) keeps served inputs identical to evaluated ones. Refused if invalid.
+    spec = load_spec(meta.get("feature_spec") or {}, origin=f"{candidate.model_dir / MODEL_FILE} (its feature_spec)")
     labels = {
         "arch": str(meta["arch"]),
         "metric": package.metric,
@@ -384,12 +381,12 @@ def save_to_store(
         "git_rev": git_rev,
         "latency_ms": candidate.latency_ms,
         "input": meta.get("input"),
-        "preprocess": preprocess,
+        "feature_spec": spec.to_json(),
     }
     with bentoml.models.create(package.model_name, labels=labels, metadata=_no_nones(metadata)) as bento_model:
         target = Path(bento_model.path)
         shutil.copy2(candidate.model_dir / MODEL_FILE, target / MODEL_FILE)
-        atomic.write_json(target / PREPROCESS_FILE, preprocess)
+        write_spec(target, spec)
         atomic.write_json(target / LABEL_MAP_FILE, {"glosses": list(meta["label_map"])})
         atomic.write_json(target / METRICS_FILE, candidate.metrics)
         # What the service must reproduce beyond preprocess.json: evaluate's test-time clips. Serving

@@ -3,9 +3,9 @@
 Extract turns every training video into ``stored_frames`` RGB frames of
 ``frame_size`` x ``frame_size``; serving must turn an uploaded clip into exactly
 the same kind of array, or the model sees different inputs in production than
-in training. Both call this module, with the :class:`PreprocessConfig` that
-extract writes to ``data/features/preprocess.json`` (and train copies into the
-model folder).
+in training. Both call this module, with the
+:class:`signflow.feature_spec.RgbFeatureSpec` that extract writes to
+``data/features/preprocess.json`` (and train carries into the model file).
 
 Per frame, as it is decoded (so memory holds small frames only, never a
 full-resolution clip): crop to the box (integer pixel slice, no copy), resize
@@ -32,11 +32,10 @@ from typing import Any
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm import tqdm
 
 from signflow import atomic, sampling, video
-from signflow.config import CropParams, ExtractParams
+from signflow.feature_spec import RgbFeatureSpec, write_spec
 from signflow.index import SPLITS
 from signflow.shards import ShardWriter
 
@@ -44,46 +43,7 @@ Box = Sequence[int] | None
 log = logging.getLogger(__name__)
 
 
-class PreprocessConfig(BaseModel):
-    """Everything that decides the stored pixels; saved next to the features and the model."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    seq_len: int = Field(16, ge=1, description="frames the model sees per clip")
-    stored_frames: int = Field(32, ge=1, description="frames stored per clip (>= seq_len)")
-    frame_size: int = Field(64, ge=8, description="square output side in pixels")
-    min_frames: int = Field(1, ge=1, description="clips with fewer decoded frames are rejected (too_short)")
-    use_bbox: bool = True
-    margin: float = Field(0.1, ge=0.0)
-    square: bool = Field(True, description="letterbox instead of stretching non-square crops")
-
-    @model_validator(mode="after")
-    def _stored_covers_seq(self) -> PreprocessConfig:
-        if self.stored_frames < self.seq_len:
-            raise ValueError(f"stored_frames ({self.stored_frames}) must be >= seq_len ({self.seq_len})")
-        return self
-
-    @classmethod
-    def from_params(cls, extract: ExtractParams, crop: CropParams) -> PreprocessConfig:
-        return cls(
-            seq_len=extract.seq_len,
-            stored_frames=extract.stored_frames,
-            frame_size=extract.frame_size,
-            min_frames=extract.min_frames,
-            use_bbox=crop.use_bbox,
-            margin=crop.margin,
-            square=crop.square,
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
-
-    @property
-    def stored_shape(self) -> tuple[int, int, int, int]:
-        return (self.stored_frames, self.frame_size, self.frame_size, 3)
-
-
-def resize_frame(frame: np.ndarray, box: Box, config: PreprocessConfig) -> np.ndarray:
+def resize_frame(frame: np.ndarray, box: Box, config: RgbFeatureSpec) -> np.ndarray:
     """Crop one ``(H, W, 3)`` RGB frame to ``box`` and resize it to ``frame_size`` square."""
     if frame.ndim != 3 or frame.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) RGB frame, got shape {frame.shape}")
@@ -108,7 +68,7 @@ def resize_frame(frame: np.ndarray, box: Box, config: PreprocessConfig) -> np.nd
     return out
 
 
-def _sample(frames: list[np.ndarray], config: PreprocessConfig, name: str) -> tuple[np.ndarray, int]:
+def _sample(frames: list[np.ndarray], config: RgbFeatureSpec, name: str) -> tuple[np.ndarray, int]:
     count = len(frames)
     if count == 0:
         raise video.VideoError("no_frames", f"{name}: no frames in the requested range")
@@ -132,7 +92,7 @@ def decode_to_stored(
     start: int = 0,
     stop: int | None = None,
     box: Box = None,
-    config: PreprocessConfig,
+    config: RgbFeatureSpec,
     max_frames: int | None = None,
     num_frames: int | None = None,
     threads: int | None = None,
@@ -216,7 +176,7 @@ def decode_to_stored(
 
 
 def frames_to_stored(
-    frames: np.ndarray | Iterable[np.ndarray], box: Box, config: PreprocessConfig
+    frames: np.ndarray | Iterable[np.ndarray], box: Box, config: RgbFeatureSpec
 ) -> tuple[np.ndarray, int]:
     """The same as :func:`decode_to_stored` for frames already in memory (RGB uint8 ``(H, W, 3)`` each)."""
     small = [resize_frame(np.asarray(frame, dtype=np.uint8), box, config) for frame in frames]
@@ -229,7 +189,6 @@ def frames_to_stored(
 # applied to every crop plan, in parallel, streamed into shards.
 
 SKIPPED_COLUMNS = ("video_id", "reason", "detail")
-PREPROCESS_NAME = "preprocess.json"
 SKIPPED_NAME = "skipped.csv"
 
 _worker_state: dict[str, Any] = {}
@@ -247,14 +206,14 @@ def _init_worker(raw_dir: str, config_json: dict[str, Any], threads: int) -> Non
     # the same goes for the decoder's threads (processes x threads = cores).
     cv2.setNumThreads(1)
     _worker_state["raw_dir"] = Path(raw_dir)
-    _worker_state["config"] = PreprocessConfig.model_validate(config_json)
+    _worker_state["config"] = RgbFeatureSpec.model_validate(config_json)
     _worker_state["threads"] = threads
 
 
 def _extract_chunk(plans: list[dict[str, Any]]) -> list[tuple[np.ndarray | None, int, str, str]]:
     """Worker: ``(frames or None, source_frames, reason, detail)`` per plan, in order."""
     raw_dir: Path = _worker_state["raw_dir"]
-    config: PreprocessConfig = _worker_state["config"]
+    config: RgbFeatureSpec = _worker_state["config"]
     out: list[tuple[np.ndarray | None, int, str, str]] = []
     for plan in plans:
         try:
@@ -317,7 +276,7 @@ def extract_features(
     plans: Sequence[dict[str, Any]],
     raw_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
-    config: PreprocessConfig,
+    config: RgbFeatureSpec,
     *,
     shard_bytes: int = 512 * 1024**2,
     num_workers: int = 1,
@@ -392,7 +351,7 @@ def extract_features(
             raise
         for writer in writers.values():
             writer.__exit__(None, None, None)
-        atomic.write_json(tmp / PREPROCESS_NAME, config.to_json())
+        write_spec(tmp, config)
         with open(tmp / SKIPPED_NAME, "w", newline="", encoding="utf-8") as handle:
             writer_csv = csv.writer(handle)
             writer_csv.writerow(SKIPPED_COLUMNS)

@@ -2,8 +2,9 @@
 
 Inputs:  ``<crop>/plans.jsonl`` and ``<crop>/skipped.csv`` (crop stage), the videos under ``<raw>``
 Outputs: ``<out>/{train,val,test}/`` shard folders (field ``frames``: uint8 ``(stored_frames, S, S, 3)``),
-         ``<out>/preprocess.json``, ``<out>/skipped.csv``; ``--report`` summary (DVC metrics)
-Params:  ``extract`` (+ ``crop`` for the crop policy recorded in preprocess.json; ``landmarks`` when
+         ``<out>/preprocess.json`` (the feature spec, :mod:`signflow.feature_spec`), ``<out>/skipped.csv``;
+         ``--report`` summary (DVC metrics)
+Params:  ``extract`` (+ ``crop`` for the crop policy recorded in the RGB spec; ``landmarks`` when
          ``extract.representation`` is ``landmarks``, which hands the work to :mod:`signflow.landmarks`)
 Run:     ``python -m stages.extract --params params.yaml --raw data/raw --crop data/crop --out data/features
          --report reports/extract.json``
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from signflow import atomic, crop, preprocess
 from signflow.config import ParamsError
+from signflow.feature_spec import RgbFeatureSpec
 from signflow.stage_params import load_stage_params
 
 log = logging.getLogger("stages.extract")
@@ -72,12 +74,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"extract: error: {error}", file=sys.stderr)
             return 2
     else:
-        config = preprocess.PreprocessConfig.from_params(params.extract, params.crop)
         summary = preprocess.extract_features(
             plans,
             args.raw,
             args.out,
-            config,
+            RgbFeatureSpec.from_params(params.extract, params.crop),
             shard_bytes=params.extract.shard_mb * 1024**2,
             num_workers=params.extract.num_workers,
             chunk_size=params.extract.chunk_size,

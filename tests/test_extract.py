@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from feature_specs import rgb_spec
 from signflow import crop, preprocess
-from signflow.preprocess import PreprocessConfig
 from signflow.shards import ShardReader
 from stages import extract as extract_stage
 
-CFG = PreprocessConfig(seq_len=4, stored_frames=6, frame_size=16, min_frames=2, square=True)
+CFG = rgb_spec(seq_len=4, stored_frames=6, frame_size=16, min_frames=2, square=True)
 
 
 def _plan(video_id: str, split: str, label: int, file: str, start: int = 0, stop: int | None = None, box=None) -> dict:

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from feature_specs import rgb_spec
 from signflow.config import ModelParams
 from signflow.inference import Predictor
 from signflow.models import build_model, save_model_file
-from signflow.preprocess import PreprocessConfig, decode_to_stored
+from signflow.preprocess import decode_to_stored
 from signflow.sampling import clip_indices, uniform_indices
 from signflow.shards import ShardWriter
 from signflow.transforms import input_config_for, to_model_input
@@ -20,7 +21,7 @@ from signflow.video import VideoError
 from stages import evaluate as evaluate_stage
 
 GLOSSES = ["book", "drink", "go"]
-PREPROCESS = PreprocessConfig(seq_len=4, stored_frames=8, frame_size=16, use_bbox=True)
+PREPROCESS = rgb_spec(seq_len=4, stored_frames=8, frame_size=16, use_bbox=True)
 
 
 def write_model(folder: Path, arch: str = "cnn_lstm", seed: int = 0) -> torch.nn.Module:
@@ -28,11 +29,11 @@ def write_model(folder: Path, arch: str = "cnn_lstm", seed: int = 0) -> torch.nn
     model_params = ModelParams.model_validate({"arch": arch, "cnn_lstm": {"hidden": 8, "spatial_grid": 1}})
     seq_len = 8 if arch != "cnn_lstm" else PREPROCESS.seq_len
     model = build_model(model_params, len(GLOSSES), seq_len=seq_len, frame_size=PREPROCESS.frame_size)
-    # What the train stage records: extract's config + normalisation + layout.
-    preprocess = {**PREPROCESS.to_json(), "seq_len": seq_len, **input_config_for(arch).model_dump(mode="json")}
+    # What the train stage records: extract's feature spec + the arch's normalisation and layout.
     save_model_file(
-        folder / "model.pt", model, arch=arch, model_params=model_params,
-        num_classes=len(GLOSSES), label_map=GLOSSES, preprocess=preprocess,
+        folder / "model.pt", model, arch=arch, model_params=model_params, num_classes=len(GLOSSES),
+        label_map=GLOSSES, feature_spec=PREPROCESS.model_copy(update={"seq_len": seq_len}),
+        input_config=input_config_for(arch),
     )  # fmt: skip
     return model.eval()
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from feature_specs import hands_spec
 from signflow.config import ModelParams
 from signflow.landmarks.layout import LAYOUTS, get_layout
 from signflow.models import build_model, load_model_file, save_model_file
@@ -116,7 +117,7 @@ def test_build_model_dispatch_and_model_file_round_trip(arch: str, tmp_path: Pat
     path = tmp_path / "model.pt"
     save_model_file(
         path, model, arch=arch, model_params=params, num_classes=5, label_map=list("abcde"),
-        preprocess={"kind": "landmarks"},
+        feature_spec=hands_spec(seq_len=8, stored_frames=16),
     )
     loaded, meta = load_model_file(path, expected_arch=arch)
     assert meta["input"]["num_joints"] == 42 and meta["input"]["channels"] == 4

@@ -11,6 +11,7 @@ from torch import nn
 from torchvision.models import mobilenet_v2
 from torchvision.models.video import r2plus1d_18, r3d_18
 
+from feature_specs import hands_spec, rgb_spec
 from signflow.config import ModelParams
 from signflow.models import (
     build_model,
@@ -256,7 +257,7 @@ def saved(tmp_path: Path, model_params: ModelParams, **build) -> tuple[Path, nn.
         model_params=model_params,
         num_classes=NUM_CLASSES,
         label_map=[f"g{i}" for i in range(NUM_CLASSES)],
-        preprocess={"seq_len": build["seq_len"], "frame_size": build["frame_size"]},
+        feature_spec=rgb_spec(seq_len=build["seq_len"], frame_size=build["frame_size"]),
         extra={"epoch": 3},
     )
     return path, model
@@ -317,7 +318,7 @@ def test_save_model_file_checks_label_map(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="label_map has 2 glosses but num_classes is 7"):
         save_model_file(
             tmp_path / "m.pt", model, arch="cnn_lstm", model_params=model_params,
-            num_classes=NUM_CLASSES, label_map=["a", "b"], preprocess={},
+            num_classes=NUM_CLASSES, label_map=["a", "b"], feature_spec=rgb_spec(seq_len=4, frame_size=16),
         )
 
 
@@ -347,7 +348,7 @@ def test_landmark_model_file_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "model.pt"
     save_model_file(
         path, model, arch="landmark_lstm", model_params=model_params, num_classes=NUM_CLASSES,
-        label_map=[str(i) for i in range(NUM_CLASSES)], preprocess={"layout": "TJC"},
+        label_map=[str(i) for i in range(NUM_CLASSES)], feature_spec=hands_spec(seq_len=8, stored_frames=16),
     )  # fmt: skip
     loaded, meta = load_model_file(path, expected_arch="landmark_lstm")
     assert meta["input"] == {"seq_len": 8, "frame_size": None, "num_joints": 42, "channels": 4}

@@ -9,11 +9,12 @@ import cv2
 import numpy as np
 import pytest
 
+from feature_specs import rgb_spec
 from signflow import preprocess, sampling, video
 from signflow.config import CropParams, ExtractParams
-from signflow.preprocess import PreprocessConfig
+from signflow.feature_spec import RgbFeatureSpec
 
-CFG = PreprocessConfig(seq_len=4, stored_frames=8, frame_size=16, min_frames=1, square=False)
+CFG = rgb_spec(seq_len=4, stored_frames=8, frame_size=16, min_frames=1, square=False)
 
 
 def _expected(frames: np.ndarray, box, size: int, count: int) -> np.ndarray:
@@ -33,7 +34,7 @@ def test_decode_crops_resizes_and_samples_exact_pixels(make_video) -> None:
 
 def test_serving_path_equals_extract_path(make_video) -> None:
     path, frames = make_video(num_frames=13)
-    config = PreprocessConfig(stored_frames=8, seq_len=8, frame_size=24, square=True)
+    config = rgb_spec(stored_frames=8, seq_len=8, frame_size=24, square=True)
     from_file, n_file = preprocess.decode_to_stored(path, box=None, config=config)
     from_frames, n_frames = preprocess.frames_to_stored(frames, None, config)
     assert n_file == n_frames == 13
@@ -65,10 +66,10 @@ def test_short_clip_is_padded_with_edge_frames(make_video) -> None:
 
 def test_square_letterboxes_instead_of_stretching() -> None:
     frame = np.full((20, 40, 3), 200, dtype=np.uint8)  # wide
-    boxed = preprocess.resize_frame(frame, None, PreprocessConfig(frame_size=16, square=True))
+    boxed = preprocess.resize_frame(frame, None, rgb_spec(frame_size=16, square=True))
     assert boxed.shape == (16, 16, 3)
     assert (boxed[:4] == 0).all() and (boxed[12:] == 0).all() and (boxed[4:12] == 200).all()
-    stretched = preprocess.resize_frame(frame, None, PreprocessConfig(frame_size=16, square=False))
+    stretched = preprocess.resize_frame(frame, None, rgb_spec(frame_size=16, square=False))
     assert (stretched == 200).all()
 
 
@@ -80,14 +81,14 @@ def test_box_is_clipped_to_the_decoded_frame() -> None:
 
 
 def test_from_params_and_json_round_trip() -> None:
-    config = PreprocessConfig.from_params(
+    config = RgbFeatureSpec.from_params(
         ExtractParams(seq_len=8, stored_frames=12, frame_size=32, min_frames=2), CropParams(margin=0.2, square=False)
     )
     assert (config.seq_len, config.stored_frames, config.frame_size, config.min_frames) == (8, 12, 32, 2)
     assert (config.margin, config.square, config.use_bbox) == (0.2, False, True)
-    assert PreprocessConfig.model_validate(config.to_json()) == config
+    assert RgbFeatureSpec.model_validate(config.to_json()) == config
     with pytest.raises(ValueError, match="stored_frames"):
-        PreprocessConfig(seq_len=9, stored_frames=8)
+        RgbFeatureSpec.model_validate({**config.to_json(), "seq_len": 13})
 
 
 def _truncated(make_video, tmp_path: Path) -> Path:
@@ -157,7 +158,7 @@ def test_converting_only_stored_frames_gives_the_same_result(
     # Only the stored frames are converted; neither the container's count (right: 20, wrong: 30
     # or 12 for a 20-frame clip) nor a hold budget smaller than the clip may change the output.
     path, frames = make_video(num_frames=20)
-    config = PreprocessConfig(seq_len=4, stored_frames=6, frame_size=16, square=False)
+    config = rgb_spec(seq_len=4, stored_frames=6, frame_size=16, square=False)
     box = (4, 2, 60, 46)
     if hold_frames is not None:
         one_frame = 64 * 48 * 3  # the lossless fixture decodes to gbrp: three full planes
@@ -173,7 +174,7 @@ def test_converting_only_stored_frames_gives_the_same_result(
 def test_one_decode_and_only_stored_frames_converted_when_the_count_is_wrong(make_video, monkeypatch) -> None:
     # The container's count is wrong in many WLASL files; the clip must still be decoded once.
     path, _ = make_video(num_frames=20)
-    config = PreprocessConfig(seq_len=4, stored_frames=6, frame_size=16, square=False)
+    config = rgb_spec(seq_len=4, stored_frames=6, frame_size=16, square=False)
     opened, converted = [], []
     lazy, to_rgb = video.iter_lazy_frames, video.to_rgb
     monkeypatch.setattr(video, "iter_lazy_frames", lambda *a, **k: opened.append(a) or lazy(*a, **k))

@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 
+from signflow.feature_spec import load_spec
 from signflow.models import load_model_file
 from signflow.shards import ShardReader
 from signflow.training.data import ClipDataset, DataError, open_split
@@ -79,10 +80,12 @@ def test_stage_trains_and_writes_model_preprocess_and_dvclive(tmp_path: Path, ca
 
     model, meta = load_model_file(out / "model.pt", expected_arch="cnn_lstm")
     assert meta["label_map"] == [f"gloss{i}" for i in range(4)]
-    assert meta["preprocess"]["seq_len"] == 4 and meta["preprocess"]["layout"] == "TCHW"
+    assert meta["feature_spec"].seq_len == 4 and meta["input_config"].layout == "TCHW"
+    assert meta["input_config"] == input_config_for("cnn_lstm")
     assert model(torch.zeros(1, 4, 3, 32, 32)).shape == (1, 4)
-    serving = json.loads((out / "preprocess.json").read_text())
-    assert serving["label_map"] == meta["label_map"] and serving["mean"] == list(input_config_for("cnn_lstm").mean)
+    # The extract stage's feature spec, carried unchanged (label map and normalisation live elsewhere).
+    assert (out / "preprocess.json").read_text() == (features / "preprocess.json").read_text()
+    assert load_spec(out) == meta["feature_spec"]
     assert (out / "checkpoints" / "last.pt").is_file() and (out / "checkpoints" / "best.pt").is_file()
 
     summary = json.loads((live / "metrics.json").read_text())
@@ -101,7 +104,9 @@ def test_stage_trains_and_writes_model_preprocess_and_dvclive(tmp_path: Path, ca
     "overrides, preprocess, message",
     [
         ((), {"seq_len": 1}, "seq_len=1 is too short"),
-        ((), {"frame_size": 8}, "frame_size=8 is too small"),
+        (("model.cnn_lstm.backbone=mobilenet_v2",), {"frame_size": 16}, "frame_size=16 is too small"),
+        ((), {"frame_size": 8}, "frame_size: Input should be greater than or equal to 16 (got 8)"),  # the spec's bound
+        ((), {"version": None}, "an unversioned feature spec"),
         (("model.arch=r3d_18",), {"seq_len": 4}, "too short for r3d_18"),
         (("train.amp=fp16", "train.device=cpu"), {}, "fp16 autocast needs CUDA"),
         (("train.batch_size=7",), {}, None),  # fine in one process
@@ -144,5 +149,5 @@ def test_video3d_archs_train_one_epoch(tmp_path: Path, arch: str) -> None:
     params = tiny_params(f"model.arch={arch}", "train.epochs=1", "train.batch_size=4")
     result = train(params.model, params.train, TrainPaths(features, labels, tmp_path / "m"), progress=False)
     model, meta = load_model_file(result.model_path, expected_arch=arch)
-    assert meta["preprocess"]["layout"] == "CTHW"
+    assert meta["input_config"].layout == "CTHW"
     assert model(torch.zeros(1, 3, 8, 32, 32)).shape == (1, 4)

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import torch
 
+from feature_specs import holistic_spec, rgb_spec
 from signflow.config import ModelParams
+from signflow.feature_spec import write_spec
 from signflow.models import build_model, save_model_file
-from signflow.preprocess import PreprocessConfig
 
 GLOSSES = ("book", "drink", "computer", "before")
 
@@ -33,7 +34,7 @@ def make_model_dir(
         {"arch": "cnn_lstm", "dropout": 0.0, "cnn_lstm": {"backbone": "small_cnn", "hidden": hidden, "bidirectional": False, "spatial_grid": 1}}
     )
     model = build_model(params, len(glosses), seq_len=seq_len, frame_size=frame_size)
-    preprocess = PreprocessConfig(seq_len=seq_len, stored_frames=stored_frames, frame_size=frame_size, min_frames=1)
+    spec = rgb_spec(seq_len=seq_len, stored_frames=stored_frames, frame_size=frame_size, min_frames=1)
     folder.mkdir(parents=True, exist_ok=True)
     save_model_file(
         folder / "model.pt",
@@ -42,28 +43,22 @@ def make_model_dir(
         model_params=params,
         num_classes=len(glosses),
         label_map=list(glosses),
-        preprocess=preprocess.to_json(),
+        feature_spec=spec,
     )
-    (folder / "preprocess.json").write_text(json.dumps(preprocess.to_json()), encoding="utf-8")
+    write_spec(folder, spec)
     return folder
 
 
 def make_landmark_model_dir(folder: Path, *, seed: int = 0, glosses: tuple[str, ...] = GLOSSES) -> Path:
     """A random-init ``landmark_lstm`` on the Holistic layout, saved exactly as the train stage saves it."""
-    from signflow.config import LandmarksParams
-    from signflow.landmarks import preprocess_config
-    from signflow.transforms import input_config_for
-
     torch.manual_seed(seed)
-    features = preprocess_config(LandmarksParams(stored_frames=16, seq_len=8))
+    spec = holistic_spec(seq_len=8, stored_frames=16)
     params = ModelParams.model_validate({"arch": "landmark_lstm", "dropout": 0.0, "landmark": {"hidden": 8, "layers": 1}})
-    model = build_model(params, len(glosses), seq_len=features["seq_len"], num_joints=features["num_joints"],
-                        channels=features["channels"])  # fmt: skip
-    preprocess = {**features, **input_config_for("landmark_lstm").model_dump(mode="json"), "arch": "landmark_lstm"}
+    model = build_model(params, len(glosses), seq_len=spec.seq_len, num_joints=spec.num_joints, channels=spec.channels)
     folder.mkdir(parents=True, exist_ok=True)
     save_model_file(folder / "model.pt", model, arch="landmark_lstm", model_params=params, num_classes=len(glosses),
-                    label_map=list(glosses), preprocess=preprocess)  # fmt: skip
-    (folder / "preprocess.json").write_text(json.dumps({**preprocess, "label_map": list(glosses)}), encoding="utf-8")
+                    label_map=list(glosses), feature_spec=spec)  # fmt: skip
+    write_spec(folder, spec)
     return folder
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from feature_specs import rgb_spec
+from signflow.feature_spec import write_spec
 from signflow.shards import ShardWriter
 
 DIRECTIONS = ((0, 1), (0, -1), (1, 0), (-1, 0))
@@ -58,9 +60,7 @@ def make_features(
                         gloss=glosses[label],
                         source_frames=stored,
                     )
-    (features / "preprocess.json").write_text(
-        json.dumps({"seq_len": seq_len, "stored_frames": stored, "frame_size": size}), encoding="utf-8"
-    )
+    write_spec(features, rgb_spec(seq_len=seq_len, stored_frames=stored, frame_size=size))
     label_map = root / "label_map.json"
     label_map.write_text(json.dumps({"glosses": glosses}), encoding="utf-8")
     return features, label_map

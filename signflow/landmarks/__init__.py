@@ -14,8 +14,9 @@ reads ``data/crop/plans.jsonl`` (``video_id, label, gloss, split, file, start,
 stop, box``) and replaces ``out_dir`` atomically with:
 
 - ``<out_dir>/<split>/`` for train/val/test: a :class:`signflow.shards.ShardWriter`
-  folder, metadata :func:`preprocess_config` (``kind: landmarks``, ``layout``: ``holistic`` |
-  ``holistic_face``, ``num_joints``, ``stored_frames``, ``seq_len``, ``max_gap``...), fields
+  folder, metadata the feature spec (:func:`landmark_spec`: ``kind: landmarks``, ``layout``:
+  ``holistic`` | ``holistic_face``, ``num_joints``, ``stored_frames``, ``seq_len``, ``max_gap``,
+  ``extractor``...), fields
   ``points`` float16 ``(stored_frames, J, 3)`` (raw MediaPipe x, y in fractions of
   the processed frame, z), ``mask`` bool ``(stored_frames, J)`` (False = not
   detected: a missing hand is *not* a zero point), ``score`` float16 ``(stored_frames, J)``
@@ -23,7 +24,8 @@ stop, box``) and replaces ``out_dir`` atomically with:
   gloss, source_frames, width, height, detected`` (frames in which each part was seen);
 - ``<out_dir>/skipped.csv``: ``video_id,reason,detail`` (the crop stage's skips carried over, plus
   decode failures, ``no_person`` and ``worker_crashed``);
-- ``<out_dir>/preprocess.json``: :func:`preprocess_config` (what serving must reproduce);
+- ``<out_dir>/preprocess.json``: the :class:`signflow.feature_spec.LandmarkFeatureSpec`
+  (what training and serving must reproduce, with the MediaPipe version that ran);
 
 and returns a summary dict for ``reports/extract.json``. :func:`extract_split`
 does one split from a list of plan dicts. The stored points stay raw: normalisation
@@ -61,6 +63,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from signflow import atomic
+from signflow.feature_spec import (
+    SPEC_VERSION,
+    HandKeypointFiles,
+    HolisticExtractor,
+    LandmarkFeatureSpec,
+    write_spec,
+)
 from signflow.index import SPLITS
 from signflow.landmarks.cache import LandmarkCache
 from signflow.landmarks.layout import get_layout
@@ -68,7 +77,7 @@ from signflow.sampling import uniform_indices
 from signflow.shards import ShardWriter
 
 if TYPE_CHECKING:
-    from signflow.config import LandmarksParams, Params
+    from signflow.config import ExtractParams, LandmarksParams, Params
 
 log = logging.getLogger(__name__)
 
@@ -129,28 +138,47 @@ def layout_name(params: LandmarksParams) -> str:
     return "holistic_face" if params.face else "holistic"
 
 
-def preprocess_config(params: LandmarksParams, layout_override: str | None = None) -> dict[str, Any]:
-    """What a consumer of these features (training, serving) must reproduce.
+def landmark_spec(
+    landmarks: LandmarksParams, extract: ExtractParams, extractor: HolisticExtractor | HandKeypointFiles
+) -> LandmarkFeatureSpec:
+    """The feature spec of landmark features made by ``extractor`` with these params.
 
-    ``num_joints`` and ``channels`` are the *model input's* ``J`` and ``C`` (x, y, z
-    and the mask channel: 4), what ``build_model(num_joints=..., channels=...)`` takes.
-    ``layout_override``: features not made by Holistic here (e.g. MediaPipe Hands files).
+    ``seq_len``/``stored_frames`` are the ``extract`` section's, the same pair as for RGB;
+    MediaPipe Hands keypoint files have the ``hands`` layout, Holistic the one ``landmarks.face`` picks.
     """
-    layout = get_layout(layout_override or layout_name(params))
-    return {
-        "kind": KIND,
-        "input": "TJC",
-        "layout": layout.name,
-        # Repeated under a name no tensor-layout key (TCHW/TJC) can overwrite when configs are merged.
-        "landmark_layout": layout.name,
-        "num_joints": layout.num_joints,
-        "channels": 4,
-        "stored_frames": params.stored_frames,
-        "seq_len": params.seq_len,
-        "max_gap": params.max_gap,
-        "normalize": "shoulder_centre_width",
-        "extractor": {"mediapipe": "0.10.21", **worker_config(params)},
-    }
+    layout = get_layout("hands" if isinstance(extractor, HandKeypointFiles) else layout_name(landmarks))
+    return LandmarkFeatureSpec(
+        version=SPEC_VERSION,
+        seq_len=extract.seq_len,
+        stored_frames=extract.stored_frames,
+        layout=layout.name,
+        num_joints=layout.num_joints,
+        max_gap=landmarks.max_gap,
+        extractor=extractor,
+    )
+
+
+_VERSION_QUERY = (
+    "import importlib.metadata as m\n"
+    "try:\n    print(m.version('mediapipe'))\n"
+    "except m.PackageNotFoundError:\n    print('')"
+)
+
+
+def installed_mediapipe_version(python: str | os.PathLike[str] | None = None) -> str | None:
+    """The mediapipe version in the landmark environment (None: not installed there).
+
+    Read from the package metadata by the environment's own interpreter, so MediaPipe itself
+    is never started just to ask. Raises :class:`LandmarkEnvError` when the environment is missing.
+    """
+    interpreter = landmarks_python(python)
+    try:
+        answer = subprocess.run(
+            [str(interpreter), "-c", _VERSION_QUERY], capture_output=True, text=True, timeout=60, check=True
+        )
+    except (OSError, subprocess.SubprocessError) as error:
+        raise LandmarkEnvError(f"{interpreter}: cannot ask it for its mediapipe version ({error})") from None
+    return answer.stdout.strip() or None
 
 
 class _Worker:
@@ -416,6 +444,7 @@ def extract_split(
     split_dir: str | os.PathLike[str],
     params: LandmarksParams,
     *,
+    spec: LandmarkFeatureSpec,
     shard_mb: int = 512,
     pool: WorkerPool | None = None,
     python: str | None = None,
@@ -426,14 +455,15 @@ def extract_split(
     """Extract every plan's clip into the shard folder ``split_dir`` (written atomically).
 
     ``plans``: crop-plan dicts (``video_id, label, gloss, file`` relative to
-    ``raw_dir``, ``start``, ``stop``, ``box``). A clip that fails, or in which
+    ``raw_dir``, ``start``, ``stop``, ``box``); ``params`` start the workers, ``spec``
+    (:func:`landmark_spec`) says what is stored and goes into the metadata. A clip that fails, or in which
     nothing (no pose, no hand) was ever detected, goes to ``result.skipped``.
     ``cache``: reuse MediaPipe results of identical inputs (:mod:`signflow.landmarks.cache`).
     """
     from tqdm import tqdm  # main env only; the worker venv never imports this function's callers
 
     raw_dir, split_dir = Path(raw_dir), Path(split_dir)
-    layout = get_layout(layout_name(params))
+    layout = get_layout(spec.layout)
     result = SplitResult()
     own_pool = pool is None
     started = time.perf_counter()
@@ -470,11 +500,11 @@ def extract_split(
             finally:
                 if own_pool and pool is not None:
                     pool.close()
-        metadata = {**preprocess_config(params), "coords": "mediapipe"}
+        metadata = {**spec.to_json(), "coords": "mediapipe"}
         fields = {
-            "points": ((params.stored_frames, layout.num_joints, 3), "float16"),
-            "mask": ((params.stored_frames, layout.num_joints), "bool"),
-            "score": ((params.stored_frames, layout.num_joints), "float16"),
+            "points": ((spec.stored_frames, layout.num_joints, 3), "float16"),
+            "mask": ((spec.stored_frames, layout.num_joints), "bool"),
+            "score": ((spec.stored_frames, layout.num_joints), "float16"),
         }
         # Written in plan order (not completion order) so the output is deterministic.
         with ShardWriter(split_dir, fields, shard_bytes=shard_mb * 1024**2, metadata=metadata) as writer:
@@ -492,7 +522,7 @@ def extract_split(
                         {"video_id": video_id, "reason": "no_person", "detail": "no pose or hand detected in any frame"}
                     )
                     continue
-                keep = uniform_indices(len(clip.points), params.stored_frames)
+                keep = uniform_indices(len(clip.points), spec.stored_frames)
                 writer.add(
                     {"points": clip.points[keep], "mask": clip.mask[keep], "score": clip.score[keep]},
                     video_id=video_id,
@@ -559,7 +589,7 @@ def extract_all(
 ) -> dict[str, Any]:
     """The EXTRACT stage for ``extract.representation: landmarks`` (see the module docstring).
 
-    Reads ``params.landmarks`` and ``params.extract.shard_mb``; replaces ``out_dir``
+    Reads ``params.landmarks`` and ``params.extract`` (seq_len, stored_frames, shard_mb); replaces ``out_dir``
     as a whole (atomically, like the RGB extract) and returns the summary for
     ``reports/extract.json`` (the same keys as the RGB extract's, plus ``layout``,
     ``frames_per_s`` and ``detection_rate``). Raises :class:`LandmarkEnvError`
@@ -578,8 +608,12 @@ def extract_all(
     per_split: dict[str, int] = {}
     frames = 0
     started = time.perf_counter()
+    version = installed_mediapipe_version(python)  # fails fast when the venv is missing
+    if version is None:
+        raise LandmarkEnvError(f"{landmarks_python(python)}: mediapipe is not installed there (make venv-landmarks)")
+    spec = landmark_spec(landmark_params, params.extract, HolisticExtractor.from_params(landmark_params, version))
     busy = max(1, min(landmark_params.num_workers, len(plans)))
-    pool = WorkerPool(landmark_params, busy, python=python)  # fails fast when the venv is missing
+    pool = WorkerPool(landmark_params, busy, python=python)
     try:
         with atomic.atomic_path(out_dir, is_dir=True) as tmp:
             for split in SPLITS:
@@ -588,6 +622,7 @@ def extract_all(
                     raw_dir,
                     tmp / split,
                     landmark_params,
+                    spec=spec,
                     shard_mb=params.extract.shard_mb,
                     pool=pool,
                     progress=progress,
@@ -599,7 +634,7 @@ def extract_all(
                 detected.update(result.detected)
                 skipped.extend(result.skipped)
             write_skipped(tmp / "skipped.csv", skipped)
-            atomic.write_json(tmp / "preprocess.json", preprocess_config(landmark_params))
+            write_spec(tmp, spec)
     finally:
         pool.close()
     seconds = time.perf_counter() - started
@@ -613,7 +648,7 @@ def extract_all(
         "skipped_by_reason": dict(Counter(row["reason"] for row in skipped)),
         "per_split": per_split,
         "source_frames": frames,
-        "stored_frames": extracted * landmark_params.stored_frames,
+        "stored_frames": extracted * spec.stored_frames,
         "seconds": round(seconds, 3),
         "frames_per_s": round(frames / seconds, 2) if seconds > 0 else None,
         # Fraction of processed frames in which each part was seen (pose, hands, any_hand, face).
@@ -636,8 +671,9 @@ __all__ = [
     "extract_all",
     "extract_split",
     "extract_video",
+    "installed_mediapipe_version",
+    "landmark_spec",
     "landmarks_python",
-    "preprocess_config",
     "read_carried_skips",
     "read_plans",
     "write_skipped",

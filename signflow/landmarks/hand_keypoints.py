@@ -9,7 +9,8 @@ training stage use it unchanged::
 
     <out>/{train,val,test}/   ShardWriter folders (points, mask, score)
     <out>/label_map.json      {"glosses": [...]} (sorted glosses; index = label)
-    <out>/preprocess.json     as signflow.landmarks.preprocess_config, layout "hands"
+    <out>/preprocess.json     the feature spec (signflow.landmarks.landmark_spec): layout "hands",
+                              extractor "mediapipe-hands-files" (the files were made elsewhere)
     <out>/skipped.csv         video_id,reason,detail (unlabelled, unreadable, bad shape)
 
 Run: ``python -m signflow.landmarks.hand_keypoints ../shared/data/wlasl-hand-keypoints data/hands``.
@@ -29,8 +30,9 @@ from typing import Any
 import numpy as np
 
 from signflow import atomic
-from signflow.config import LandmarksParams, ParamsError, load_params
-from signflow.landmarks import KIND, SPLITS, preprocess_config, write_skipped
+from signflow.config import Params, ParamsError, load_params
+from signflow.feature_spec import HandKeypointFiles, write_spec
+from signflow.landmarks import SPLITS, landmark_spec, write_skipped
 from signflow.landmarks.layout import HAND_JOINTS, get_layout
 from signflow.sampling import uniform_indices
 from signflow.shards import ShardWriter
@@ -68,10 +70,13 @@ def read_labels(source: Path) -> list[dict[str, str]]:
 
 
 def convert(
-    source: str | os.PathLike[str], out_dir: str | os.PathLike[str], params: LandmarksParams | None = None
+    source: str | os.PathLike[str], out_dir: str | os.PathLike[str], params: Params | None = None
 ) -> dict[str, Any]:
-    """Write the shard folders described in the module docstring; returns a summary."""
-    params = params or LandmarksParams()
+    """Write the shard folders described in the module docstring; returns a summary.
+
+    Reads ``params.extract`` (``seq_len``, ``stored_frames``) and ``params.landmarks.max_gap``.
+    """
+    params = params or Params()
     source = Path(source)
     rows = read_labels(source)
     labelled = [row for row in rows if row.get("gloss") and row.get("split_wlasl2000") in SPLITS]
@@ -90,20 +95,19 @@ def convert(
         for path in sorted(source.glob("*.npy"))
         if path.name not in listed
     ]
-    stored = params.stored_frames
+    spec = landmark_spec(params.landmarks, params.extract, HandKeypointFiles(source=source.name))
+    stored = spec.stored_frames
     fields = {
         "points": ((stored, LAYOUT.num_joints, 3), "float16"),
         "mask": ((stored, LAYOUT.num_joints), "bool"),
         "score": ((stored, LAYOUT.num_joints), "float16"),
     }
-    config = preprocess_config(params, layout_override=LAYOUT.name)
-    config["extractor"] = {"source": "mediapipe-hands keypoint files", "path": source.name}
     per_split: Counter = Counter()
     hand_frames = Counter()
     total_frames = 0
     with atomic.atomic_path(out_dir, is_dir=True) as tmp:
         for split in SPLITS:
-            metadata = {**config, "kind": KIND, "coords": "mediapipe", "split": split}
+            metadata = {**spec.to_json(), "coords": "mediapipe", "split": split}
             with ShardWriter(tmp / split, fields, metadata=metadata) as writer:
                 for row in (row for row in labelled if row["split_wlasl2000"] == split):
                     path = source / (row.get("file") or f"{row['video_id']}.npy")
@@ -130,7 +134,7 @@ def convert(
                     hand_frames["left_hand"] += int(mask[:, LAYOUT.part("left_hand")].any(axis=1).sum())
                     hand_frames["right_hand"] += int(mask[:, LAYOUT.part("right_hand")].any(axis=1).sum())
         atomic.write_json(tmp / "label_map.json", {"glosses": glosses})
-        atomic.write_json(tmp / "preprocess.json", config)
+        write_spec(tmp, spec)
         write_skipped(tmp / "skipped.csv", skipped)
     return {
         "glosses": glosses,
@@ -146,11 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Convert wlasl-hand-keypoints into landmark shard folders.")
     parser.add_argument("source", help="folder with <video_id>.npy files and labels.csv")
     parser.add_argument("out", help="output folder (replaced)")
-    parser.add_argument("--params", default="params.yaml", help="reads the landmarks section (stored_frames)")
+    parser.add_argument("--params", default="params.yaml", help="reads extract (seq_len, stored_frames), landmarks")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        params = load_params(args.params).landmarks if Path(args.params).is_file() else LandmarksParams()
+        params = load_params(args.params) if Path(args.params).is_file() else Params()
         summary = convert(args.source, args.out, params)
     except (ParamsError, FileNotFoundError, ValueError) as error:
         print(f"hand_keypoints: error: {error}", file=sys.stderr)

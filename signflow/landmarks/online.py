@@ -4,8 +4,13 @@ The service uses this for landmark models (``model.arch: landmark_*``), so a ser
 goes through exactly what extract + evaluate did: MediaPipe Holistic in the isolated
 environment (:class:`signflow.landmarks.WorkerPool`, started on first use and kept), then
 :func:`signflow.landmarks.normalize.stored_input` (uniform resampling to ``stored_frames``,
-gap filling, shoulder-centred normalisation, mask channel), all from the ``preprocess.json``
-saved with the model.
+gap filling, shoulder-centred normalisation, mask channel), all from the feature spec
+(:class:`signflow.feature_spec.LandmarkFeatureSpec`) saved with the model.
+
+Different MediaPipe versions give different landmarks for the same video, so
+:meth:`LandmarkPreprocessor.extractor_mismatch` compares the version the model's features were
+extracted with and the one installed here (the service warns, or refuses to start under
+``serve.landmark_extractor_mismatch: refuse``).
 
 Clients that run their own tracker send raw landmarks instead: ``(T, J, 3)`` in MediaPipe's
 coordinates (x, y as fractions of the frame, z), with a ``(T, J)`` mask or, without one, a
@@ -15,15 +20,19 @@ unseen hand).
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from signflow.landmarks import KIND, WorkerPool
+from signflow.feature_spec import FeatureSpecError, HolisticExtractor, LandmarkFeatureSpec, load_spec
+from signflow.landmarks import WorkerPool, installed_mediapipe_version
 from signflow.landmarks.layout import Layout, get_layout
 from signflow.landmarks.normalize import stored_input
+
+log = logging.getLogger(__name__)
 
 # Layouts a video can be turned into here (MediaPipe Holistic); "hands" models were trained on
 # MediaPipe Hands files and can only be served landmarks.
@@ -38,16 +47,23 @@ class LandmarkInputError(ValueError):
         self.reason, self.detail = reason, detail
 
 
-class LandmarkPreprocessor:
-    """``preprocess.json`` of a landmark model -> model inputs ``float32 (stored_frames, J, C + 1)``."""
+class ExtractorMismatch(RuntimeError):
+    """Refused to serve: this server's MediaPipe is not the one the model's features came from."""
 
-    def __init__(self, preprocess: dict[str, Any], *, python: str | os.PathLike[str] | None = None):
-        if preprocess.get("kind") != KIND:
-            raise ValueError(f"not a landmark model's preprocess.json (kind {preprocess.get('kind')!r})")
-        self.layout: Layout = get_layout(str(preprocess["landmark_layout"]))
-        self.stored_frames = int(preprocess["stored_frames"])
-        self.max_gap = int(preprocess.get("max_gap", 0))
-        self.extractor: dict[str, Any] = dict(preprocess.get("extractor") or {})
+
+class LandmarkPreprocessor:
+    """A landmark model's feature spec -> model inputs ``float32 (stored_frames, J, C + 1)``."""
+
+    def __init__(
+        self, spec: LandmarkFeatureSpec | dict[str, Any], *, python: str | os.PathLike[str] | None = None
+    ):
+        spec = load_spec(spec, origin="the model's feature spec")
+        if not isinstance(spec, LandmarkFeatureSpec):
+            raise FeatureSpecError(f"not a landmark model's feature spec (kind {spec.kind!r})")
+        self.spec = spec
+        self.layout: Layout = get_layout(spec.layout)
+        self.stored_frames = spec.stored_frames
+        self.max_gap = spec.max_gap
         self._python = python
         self._pool: WorkerPool | None = None
         self._pool_lock = threading.Lock()
@@ -106,13 +122,58 @@ class LandmarkPreprocessor:
             points, mask, self.layout, stored_frames=self.stored_frames, aspect=aspect, max_gap=self.max_gap
         )
 
+    def extractor_mismatch(self) -> str | None:
+        """Why this server's MediaPipe is not the one the model's features came from; None when it is.
+
+        Only for models that read video (a hands-files model never runs MediaPipe here). Reads
+        the installed version from package metadata (MediaPipe is not started); raises
+        :class:`signflow.landmarks.LandmarkEnvError` when the landmark environment is missing.
+        """
+        extractor = self.spec.extractor
+        if not self.reads_video or not isinstance(extractor, HolisticExtractor):
+            return None
+        installed = installed_mediapipe_version(self._python)
+        if installed == extractor.mediapipe_version:
+            return None
+        return (
+            f"the model's landmarks were extracted with mediapipe {extractor.mediapipe_version}, this server has "
+            f"{installed or 'no mediapipe'}: other versions give other landmarks, so accuracy may differ from "
+            "the evaluated one (install the recorded version in the landmark environment)"
+        )
+
+    def check_extractor(self, policy: Literal["warn", "refuse"]) -> str | None:
+        """Apply ``serve.landmark_extractor_mismatch``: the mismatch (logged) under ``warn``, raise under ``refuse``.
+
+        No landmark environment here means nothing to compare (video requests are refused
+        as ``landmarks_unavailable`` anyway): None.
+        """
+        from signflow.landmarks import LandmarkEnvError
+
+        try:
+            mismatch = self.extractor_mismatch()
+        except LandmarkEnvError as error:
+            log.warning("cannot compare landmark extractors: %s", error)
+            return None
+        if mismatch is None:
+            return None
+        if policy == "refuse":
+            raise ExtractorMismatch(f"{mismatch} (serve.landmark_extractor_mismatch: refuse)")
+        log.warning("%s", mismatch)
+        return mismatch
+
     def _worker_pool(self) -> WorkerPool:
         from signflow.config import LandmarksParams
 
         with self._pool_lock:
             if self._pool is None:
-                fields = {k: v for k, v in self.extractor.items() if k in LandmarksParams.model_fields and k != "face"}
-                params = LandmarksParams(**fields, face=self.layout.name == "holistic_face")
+                extractor = self.spec.extractor
+                assert isinstance(extractor, HolisticExtractor)  # reads_video: checked by from_video
+                params = LandmarksParams(
+                    model_complexity=extractor.model_complexity,
+                    min_detection_confidence=extractor.min_detection_confidence,
+                    min_tracking_confidence=extractor.min_tracking_confidence,
+                    face=self.spec.face,
+                )
                 self._pool = WorkerPool(params, 1, python=self._python)
             return self._pool
 

@@ -26,12 +26,13 @@ from torch import nn
 
 from signflow import atomic
 from signflow.config import ModelParams
+from signflow.feature_spec import LandmarkFeatureSpec, RgbFeatureSpec, load_spec
 
 log = logging.getLogger(__name__)
 
 ARCHS = ("cnn_lstm", "r3d_18", "r2plus1d_18", "landmark_lstm", "landmark_gcn")
 MODEL_FILE_FORMAT = "signflow-model"
-MODEL_FILE_VERSION = 1
+MODEL_FILE_VERSION = 2  # 2: a versioned feature spec and the input config, no merged "preprocess" dict
 
 Layout = Literal["TCHW", "CTHW", "TJC"]
 
@@ -225,14 +226,20 @@ def save_model_file(
     model_params: ModelParams,
     num_classes: int,
     label_map: list[str],
-    preprocess: dict[str, Any],
+    feature_spec: RgbFeatureSpec | LandmarkFeatureSpec,
+    input_config: Any = None,
     extra: dict[str, Any] | None = None,
 ) -> None:
     """Write everything needed to rebuild and use ``model`` to ``path``, atomically.
 
-    Only tensors and plain Python values go in, so :func:`load_model_file` can
-    use ``torch.load(weights_only=True)`` (a model file never runs code on load).
+    ``feature_spec``: the extract stage's, carried unchanged; ``input_config``
+    (:class:`signflow.transforms.InputConfig`, default the arch's) says how stored
+    features become the network's input. Only tensors and plain Python values go in,
+    so :func:`load_model_file` can use ``torch.load(weights_only=True)`` (a model file
+    never runs code on load).
     """
+    from signflow.transforms import input_config_for
+
     model = unwrap(model)
     if arch != model_params.arch:
         raise ValueError(f"arch {arch!r} != model_params.arch {model_params.arch!r}")
@@ -242,10 +249,8 @@ def save_model_file(
     if built.get("arch", arch) != arch:
         raise ValueError(f"the model was built as {built['arch']!r}, not {arch!r}")
     input_spec = {
-        key: built.get(key, preprocess.get(key)) for key in ("seq_len", "frame_size", "num_joints", "channels")
+        key: built.get(key, getattr(feature_spec, key, None)) for key in ("seq_len", "frame_size", "num_joints", "channels")
     }
-    if input_spec["seq_len"] is None:
-        raise ValueError("cannot tell the model's seq_len: build it with build_model or put seq_len in preprocess")
     payload = {
         "format": MODEL_FILE_FORMAT,
         "format_version": MODEL_FILE_VERSION,
@@ -254,7 +259,8 @@ def save_model_file(
         "num_classes": int(num_classes),
         "label_map": [str(gloss) for gloss in label_map],
         "input": input_spec,
-        "preprocess": preprocess,
+        "feature_spec": feature_spec.to_json(),
+        "input_config": (input_config or input_config_for(arch)).model_dump(mode="json"),
         "extra": extra or {},
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
@@ -275,7 +281,8 @@ def read_model_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ValueError(f"{path}: not a signflow model file (no format={MODEL_FILE_FORMAT!r} marker)")
     if payload.get("format_version") != MODEL_FILE_VERSION:
         raise ValueError(
-            f"{path}: model file version {payload.get('format_version')!r}, this signflow reads {MODEL_FILE_VERSION}"
+            f"{path}: model file version {payload.get('format_version')!r}, this signflow reads {MODEL_FILE_VERSION}; "
+            "re-run the train stage (dvc repro train) to write a current one"
         )
     return payload
 
@@ -306,10 +313,20 @@ def load_model_file(
     """Rebuild the network saved by :func:`save_model_file`; returns ``(model in eval mode, meta)``.
 
     ``meta`` holds ``arch``, ``model_params`` (:class:`ModelParams`), ``num_classes``,
-    ``label_map``, ``input`` (seq_len, frame_size, ...), ``preprocess`` and ``extra``.
+    ``label_map``, ``input`` (seq_len, frame_size, ...), ``feature_spec`` (validated,
+    :mod:`signflow.feature_spec`), ``input_config`` (:class:`signflow.transforms.InputConfig`)
+    and ``extra``. A file whose feature spec does not validate is refused
+    (:class:`signflow.feature_spec.FeatureSpecError`).
     """
+    from signflow.transforms import InputConfig
+
     payload = read_model_file(path)
     meta = {key: value for key, value in payload.items() if key != "state_dict"}
+    meta["feature_spec"] = load_spec(payload.get("feature_spec") or {}, origin=f"{path} (its feature_spec)")
+    try:
+        meta["input_config"] = InputConfig.model_validate(payload.get("input_config"))
+    except ValidationError as error:
+        raise ValueError(f"{path}: its input_config does not validate: {error}") from None
     check_model_meta(meta, source=str(path), expected_arch=expected_arch, expected_num_classes=expected_num_classes)
     try:
         model_params = ModelParams.model_validate(payload["model_params"])

@@ -39,17 +39,6 @@ class DataError(ValueError):
     """Features on disk that do not fit the training run (missing split, label mismatch...)."""
 
 
-def read_preprocess(features_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """The extract stage's ``preprocess.json`` (seq_len, stored_frames, frame_size, ...)."""
-    path = Path(features_dir) / "preprocess.json"
-    if not path.is_file():
-        raise DataError(f"{path}: not found; run the extract stage first (dvc repro extract)")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise DataError(f"{path}: not valid JSON ({error})") from None
-
-
 def read_label_map(path: str | os.PathLike[str]) -> list[str]:
     """``label_map.json`` -> the gloss list (index = class label)."""
     path = Path(path)

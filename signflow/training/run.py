@@ -5,7 +5,9 @@ validate everything that can be validated before any epoch (params vs data,
 arch vs seq_len/frame size, device, AMP, checkpoint compatibility), build
 model/data/optimiser/schedule/loss, resume from ``last.pt`` when it belongs to
 this exact run, :func:`signflow.training.loop.fit`, and write ``model.pt`` plus
-``preprocess.json`` (rank 0). Works as 1 process or under ``torchrun``.
+``preprocess.json`` (rank 0). The extract stage's feature spec
+(:mod:`signflow.feature_spec`) is read once and carried unchanged into both.
+Works as 1 process or under ``torchrun``.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from signflow import atomic
 from signflow.config import ModelParams, ParamsError, TrainParams
+from signflow.feature_spec import FeatureSpecError, LandmarkFeatureSpec, RgbFeatureSpec, load_spec, write_spec
 from signflow.seed import set_seed
 from signflow.training import feature_cache
 from signflow.training.checkpoint import (
@@ -33,7 +35,7 @@ from signflow.training.checkpoint import (
     check_compatible,
     load_checkpoint,
 )
-from signflow.training.data import DataError, check_labels, open_split, read_label_map, read_preprocess
+from signflow.training.data import DataError, check_labels, open_split, read_label_map
 from signflow.training.distributed import DistContext, barrier, cleanup, init_distributed, wrap_model
 from signflow.training.losses import build_loss
 from signflow.training.loop import LiveLogger, LoopConfig, fit
@@ -82,12 +84,14 @@ def _fingerprint(model: ModelParams, train: TrainParams, data: dict[str, Any], w
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _data_identity(paths: TrainPaths, preprocess: dict[str, Any], glosses: list[str]) -> dict[str, Any]:
+def _data_identity(
+    paths: TrainPaths, spec: RgbFeatureSpec | LandmarkFeatureSpec, glosses: list[str]
+) -> dict[str, Any]:
     def index_hash(split: str) -> str | None:
         index = paths.features / split / "index.json"
         return hashlib.sha256(index.read_bytes()).hexdigest() if index.is_file() else None
 
-    return {"preprocess": preprocess, "glosses": glosses, "train": index_hash("train"), "val": index_hash("val")}
+    return {"preprocess": spec.to_json(), "glosses": glosses, "train": index_hash("train"), "val": index_hash("val")}
 
 
 def _check_params(model_params: ModelParams, train: TrainParams, *, seq_len: int, frame_size: int | None, world: int) -> None:
@@ -181,13 +185,14 @@ def _train(
 
     arch = model_params.arch
     # ---- inputs and params, checked before anything is built
-    preprocess = read_preprocess(paths.features)
+    try:
+        spec = load_spec(paths.features)
+    except FeatureSpecError as error:
+        raise DataError(str(error)) from None
     glosses = read_label_map(paths.label_map)
     num_classes = len(glosses)
-    seq_len = int(preprocess.get("seq_len", 0)) or None
-    if seq_len is None:
-        raise DataError(f"{paths.features / 'preprocess.json'}: no seq_len; re-run the extract stage")
-    frame_size = preprocess.get("frame_size")
+    seq_len = spec.seq_len
+    frame_size = spec.frame_size if isinstance(spec, RgbFeatureSpec) else None
     cfg = LoopConfig.from_params(train_params, ctx.device, progress=progress and ctx.is_main)
     _check_params(model_params, train_params, seq_len=seq_len, frame_size=frame_size, world=ctx.world_size)
     input_config = input_config_for(arch)
@@ -200,10 +205,12 @@ def _train(
 
     # ---- model (seeded: every rank builds the same initial weights; DDP also broadcasts rank 0's)
     set_seed(train_params.seed)
-    # Landmark features record the model input's joints/channels in preprocess.json (video: absent, None).
+    # Landmark features record the model input's joints/channels in their spec (video: None).
+    landmarks = spec if isinstance(spec, LandmarkFeatureSpec) else None
     model = build_model(
         model_params, num_classes, seq_len=seq_len, frame_size=frame_size,
-        num_joints=preprocess.get("num_joints"), channels=preprocess.get("channels"), weights_dir=paths.weights,
+        num_joints=landmarks.num_joints if landmarks else None, channels=landmarks.channels if landmarks else None,
+        weights_dir=paths.weights,
     ).to(ctx.device)  # fmt: skip
 
     # ---- data
@@ -268,7 +275,7 @@ def _train(
 
     # ---- checkpoints and resume
     fingerprint = _fingerprint(
-        model_params, train_params, _data_identity(paths, preprocess, glosses), ctx.world_size
+        model_params, train_params, _data_identity(paths, spec, glosses), ctx.world_size
     )
     checkpoints = CheckpointManager(
         paths.checkpoints, {"arch": arch, "num_classes": num_classes, "fingerprint": fingerprint}, writer=ctx.is_main
@@ -312,13 +319,12 @@ def _train(
         best_row = next((r for r in state.history if int(r["epoch"]) == state.best_epoch), state.history[-1])
         summary.update({f"best_{k}": v for k, v in best_row.items() if k != "epoch" and not k.startswith("lr_")})
     if ctx.is_main:
-        serving_preprocess = {**preprocess, **input_config.model_dump(mode="json"), "arch": arch}
         save_model_file(
             model_path, model.cpu(), arch=arch, model_params=model_params, num_classes=num_classes,
-            label_map=glosses, preprocess=serving_preprocess,
+            label_map=glosses, feature_spec=spec, input_config=input_config,
             extra={"train": summary, "fingerprint": fingerprint},
         )  # fmt: skip
-        atomic.write_json(paths.out / "preprocess.json", {**serving_preprocess, "label_map": glosses})
+        write_spec(paths.out, spec)
         if logger is not None:
             logger.summary({k: v for k, v in summary.items() if isinstance(v, (int, float)) and v is not None})
             logger.close()
