@@ -29,7 +29,7 @@ from signflow.feature_spec import LandmarkFeatureSpec, RgbFeatureSpec
 from signflow.models import load_model_file
 from signflow.sampling import clip_indices
 from signflow.scores import softmax, top_classes
-from signflow.transforms import InputConfig, to_model_input
+from signflow.transforms import InputConfig, input_config_for, to_model_input
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,9 @@ class Predictor:
         self.label_map: list[str] = list(meta["label_map"])
         self.feature_spec: RgbFeatureSpec | LandmarkFeatureSpec = meta["feature_spec"]
         self.seq_len = int(meta["input"]["seq_len"])
-        self.input_config: InputConfig = meta["input_config"]
+        # As trained (saved by the train stage), else the arch's own normalisation and layout.
+        saved = meta.get("input_config")
+        self.input_config = InputConfig.model_validate(saved) if saved is not None else input_config_for(self.arch)
 
     @classmethod
     def load(cls, model_dir: str | os.PathLike[str], device: str | torch.device = "cpu") -> Predictor:

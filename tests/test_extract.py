@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from feature_specs import rgb_spec
+
 from signflow import crop, preprocess
 from signflow.shards import ShardReader
 from stages import extract as extract_stage

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from signflow.config import AugmentParams, LandmarkAugmentParams, LandmarksParams
+from signflow.config import AugmentParams, LandmarkAugmentParams, Params, parse_params
+from signflow.feature_spec import HandKeypointFiles, load_spec
 from signflow.landmarks import hand_keypoints
 from signflow.landmarks.dataset import LandmarkDataset
 from signflow.landmarks.layout import get_layout
@@ -18,7 +19,7 @@ from signflow.landmarks.normalize import stored_input
 from signflow.shards import ShardReader
 from signflow.training.data import DataError, open_split
 
-PARAMS = LandmarksParams(stored_frames=16, seq_len=8)
+PARAMS = parse_params({"extract": {"stored_frames": 16, "seq_len": 8}})
 AUGMENT = AugmentParams(landmarks=LandmarkAugmentParams(rotate_deg=5.0, mirror=True))
 
 
@@ -88,6 +89,8 @@ def test_convert_writes_splits_label_map_and_skips_with_reasons(tmp_path: Path) 
     np.testing.assert_allclose(v1_points[0, :21], source_points[0, :21], atol=1e-3)
     preprocess = json.loads((out / "preprocess.json").read_text())
     assert preprocess["num_joints"] == 42 and preprocess["channels"] == 4 and preprocess["seq_len"] == 8
+    # Recorded truthfully: these landmarks come from files, not from a MediaPipe run here.
+    assert load_spec(out).extractor == HandKeypointFiles(source="keypoints")
 
 
 def test_dataset_through_the_training_entry_point(tmp_path: Path) -> None:
@@ -125,7 +128,7 @@ def test_dataset_through_the_training_entry_point(tmp_path: Path) -> None:
 
 def test_convert_real_hand_keypoints_matches_the_official_split(shared_data: Path, tmp_path: Path) -> None:
     source = shared_data / "wlasl-hand-keypoints"
-    summary = hand_keypoints.convert(source, tmp_path / "hands", LandmarksParams())
+    summary = hand_keypoints.convert(source, tmp_path / "hands", Params())
     assert summary["glosses"] == ["book", "friend", "go", "no", "yes"]
     assert summary["per_split"] == {"train": 70, "val": 16, "test": 10}
     assert summary["per_class"] == {"book": 33, "go": 22, "no": 15, "yes": 15, "friend": 11}
@@ -136,7 +139,7 @@ def test_convert_real_hand_keypoints_matches_the_official_split(shared_data: Pat
     x, _ = dataset[0]
     assert x.shape == (32, 42, 4)
     # Serving parity: raw keypoints -> stored_input equals what evaluation feeds (dataset at seq_len = stored).
-    stored = LandmarksParams().stored_frames
+    stored = Params().extract.stored_frames
     item = dataset.reader.items[0]
     raw_points, raw_mask = hand_keypoints.to_landmarks(np.load(source / f"{item['video_id']}.npy"))
     served = stored_input(raw_points, raw_mask, get_layout("hands"), stored_frames=stored, max_gap=dataset.max_gap)

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from feature_specs import rgb_spec
+
 from signflow.config import ModelParams
 from signflow.inference import Predictor
 from signflow.models import build_model, save_model_file

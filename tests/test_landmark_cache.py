@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from feature_specs import holistic_spec
 
 from signflow.config import LandmarksParams
 from signflow.landmarks import extract_split, worker_config
@@ -31,7 +32,8 @@ def test_key_follows_content_settings_and_range(tmp_path: Path) -> None:
 
 
 def test_extract_split_reads_hits_without_starting_mediapipe(tmp_path: Path) -> None:
-    params = LandmarksParams(stored_frames=4, seq_len=2)
+    params = LandmarksParams()
+    spec = holistic_spec(stored_frames=4, seq_len=2)
     raw = tmp_path / "raw"
     raw.mkdir()
     (raw / "v1.mp4").write_bytes(b"clip one")
@@ -45,7 +47,7 @@ def test_extract_split_reads_hits_without_starting_mediapipe(tmp_path: Path) -> 
     cache.put(cache.key({**_task(raw / "v1.mp4")}), arrays, answer)
     cache.put(cache.key(_task(raw / "v1.mp4")), arrays, {**answer, "ok": False})  # failures are never kept
 
-    result = extract_split([plan], raw, tmp_path / "train", params, python="/nonexistent/python",
+    result = extract_split([plan], raw, tmp_path / "train", params, spec=spec, python="/nonexistent/python",
                            progress=False, cache=LandmarkCache(tmp_path / "cache", worker_config(params)))  # fmt: skip
     assert result.written == 1 and result.frames == 6 and not result.skipped
     reader = ShardReader(tmp_path / "train")

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from feature_specs import hands_spec
+
 from signflow.config import ModelParams
 from signflow.landmarks.layout import LAYOUTS, get_layout
 from signflow.models import build_model, load_model_file, save_model_file

@@ -13,14 +13,16 @@ import numpy as np
 import pytest
 
 from signflow import video
-from signflow.crop import Plan
 from signflow.config import LandmarksParams, parse_params
+from signflow.crop import Plan
+from signflow.feature_spec import load_spec
 from signflow.landmarks import (
     LandmarkEnvError,
     LandmarkError,
     WorkerPool,
     extract_all,
     extract_video,
+    installed_mediapipe_version,
     landmarks_python,
 )
 from signflow.landmarks.layout import (
@@ -166,7 +168,9 @@ def test_extract_all_writes_the_stage_outputs(landmark_python: Path, shared_data
     crop.mkdir()
     (crop / "plans.jsonl").write_text("".join(json.dumps(plan) + "\n" for plan in plans))
     (crop / "skipped.csv").write_text("video_id,reason,detail\ngone,missing,not downloaded\n")
-    params = parse_params({"landmarks": {"stored_frames": 24, "seq_len": 16, "num_workers": 2}})
+    params = parse_params(
+        {"extract": {"representation": "landmarks", "stored_frames": 24, "seq_len": 16}, "landmarks": {"num_workers": 2}}
+    )
     out = tmp_path / "features"
     summary = extract_all(crop / "plans.jsonl", tmp_path / "raw", out, params, python=str(landmark_python))
 
@@ -186,6 +190,8 @@ def test_extract_all_writes_the_stage_outputs(landmark_python: Path, shared_data
         reasons = {row["video_id"]: row["reason"] for row in csv.DictReader(handle)}
     assert reasons == {"gone": "missing", "empty": "empty"}
     assert json.loads((out / "preprocess.json").read_text())["num_joints"] == 75
+    spec = load_spec(out)  # the MediaPipe that ran, for serving to compare with its own
+    assert spec.extractor.mediapipe_version == installed_mediapipe_version(str(landmark_python)) == "0.10.21"
 
     from signflow.landmarks.dataset import LandmarkDataset
 

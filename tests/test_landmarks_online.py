@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
+from feature_specs import MEDIAPIPE, hands_spec, holistic_spec, rgb_spec
 
-from signflow.config import LandmarksParams
-from signflow.landmarks import preprocess_config
+from signflow.landmarks import installed_mediapipe_version
 from signflow.landmarks.layout import get_layout
 from signflow.landmarks.normalize import stored_input
-from signflow.landmarks.online import LandmarkInputError, LandmarkPreprocessor
+from signflow.landmarks.online import ExtractorMismatch, LandmarkInputError, LandmarkPreprocessor
 
-PREPROCESS = preprocess_config(LandmarksParams(stored_frames=8, seq_len=4, max_gap=2))
+PREPROCESS = holistic_spec(stored_frames=8, seq_len=4, max_gap=2)
 
 
 def sequence(frames: int = 12, joints: int = 75, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -48,15 +52,14 @@ def test_without_a_mask_all_zero_joints_are_missing() -> None:
         ([[1, 2], [3]], None, "bad_shape"),  # ragged
     ],
 )
-def test_bad_sequences_are_refused_with_a_reason(points, mask, reason: str) -> None:  # noqa: ANN001
+def test_bad_sequences_are_refused_with_a_reason(points, mask, reason: str) -> None:
     with pytest.raises(LandmarkInputError) as caught:
         LandmarkPreprocessor(PREPROCESS).from_points(points, mask)
     assert caught.value.reason == reason
 
 
 def test_a_hands_only_model_cannot_read_videos() -> None:
-    hands = {**PREPROCESS, "landmark_layout": "hands", "num_joints": 42}
-    preprocessor = LandmarkPreprocessor(hands)
+    preprocessor = LandmarkPreprocessor(hands_spec(stored_frames=8, seq_len=4, max_gap=2))
     assert not preprocessor.reads_video
     with pytest.raises(LandmarkInputError, match="send landmarks to /predict_landmarks"):
         preprocessor.from_video("clip.mp4")
@@ -64,4 +67,60 @@ def test_a_hands_only_model_cannot_read_videos() -> None:
 
 def test_rgb_preprocess_is_not_a_landmark_model() -> None:
     with pytest.raises(ValueError, match="not a landmark model"):
-        LandmarkPreprocessor({"seq_len": 16, "frame_size": 64})
+        LandmarkPreprocessor(rgb_spec(seq_len=16, frame_size=64))
+    with pytest.raises(ValueError, match="an unversioned feature spec"):  # a pre-spec preprocess.json
+        LandmarkPreprocessor({"kind": "landmarks", "landmark_layout": "holistic", "stored_frames": 8})
+
+
+# --------------------------------------------------------------------------- extractor version
+
+
+@pytest.fixture
+def landmark_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A landmark "environment" (this interpreter) whose installed mediapipe has a chosen version.
+
+    Only the package metadata exists (a dist-info folder on PYTHONPATH): the version check must
+    read it without importing or starting MediaPipe.
+    """
+
+    def install(version: str | None) -> str:
+        site = tmp_path / f"site-{version}"
+        site.mkdir()
+        if version is not None:
+            info = site / f"mediapipe-{version}.dist-info"
+            info.mkdir()
+            (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: mediapipe\nVersion: {version}\n")
+        monkeypatch.setenv("PYTHONPATH", str(site))
+        return sys.executable
+
+    return install
+
+
+def test_installed_version_is_read_from_package_metadata(landmark_env) -> None:
+    assert installed_mediapipe_version(landmark_env("0.10.14")) == "0.10.14"
+    assert installed_mediapipe_version(landmark_env(None)) is None
+
+
+def test_same_extractor_version_passes(landmark_env) -> None:
+    preprocessor = LandmarkPreprocessor(PREPROCESS, python=landmark_env(MEDIAPIPE))
+    assert preprocessor.extractor_mismatch() is None
+    assert preprocessor.check_extractor("refuse") is None
+
+
+def test_other_extractor_version_warns_or_refuses(landmark_env, caplog: pytest.LogCaptureFixture) -> None:
+    preprocessor = LandmarkPreprocessor(PREPROCESS, python=landmark_env("0.10.14"))
+    with caplog.at_level(logging.WARNING, logger="signflow.landmarks.online"):
+        warning = preprocessor.check_extractor("warn")
+    assert warning is not None and f"mediapipe {MEDIAPIPE}" in warning and "this server has 0.10.14" in warning
+    assert warning in caplog.text
+    with pytest.raises(ExtractorMismatch, match="serve.landmark_extractor_mismatch: refuse"):
+        preprocessor.check_extractor("refuse")
+    without = LandmarkPreprocessor(PREPROCESS, python=landmark_env(None))
+    assert "this server has no mediapipe" in without.extractor_mismatch()
+
+
+def test_extractor_is_not_compared_where_none_runs(tmp_path: Path, landmark_env) -> None:
+    # A hands-files model never runs MediaPipe here; without a landmark environment there is nothing to compare.
+    assert LandmarkPreprocessor(hands_spec(), python=landmark_env("0.10.14")).check_extractor("refuse") is None
+    missing = LandmarkPreprocessor(PREPROCESS, python=str(tmp_path / "no-python"))
+    assert missing.check_extractor("refuse") is None

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from feature_specs import hands_spec, rgb_spec
 from torch import nn
 from torchvision.models import mobilenet_v2
 from torchvision.models.video import r2plus1d_18, r3d_18
 
-from feature_specs import hands_spec, rgb_spec
 from signflow.config import ModelParams
 from signflow.models import (
     build_model,

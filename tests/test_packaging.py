@@ -158,7 +158,7 @@ def test_package_stage_saves_the_winner_to_the_store_and_records_why(
     info = yaml.safe_load((store / "model.yaml").read_text())
     assert info["labels"]["arch"] == "cnn_lstm" and info["labels"]["metric"] == "test_top1"
     assert info["labels"]["metric_value"] == "0.75"
-    assert info["metadata"]["preprocess"]["frame_size"] == 32
+    assert info["metadata"]["feature_spec"]["frame_size"] == 32
     assert "git_rev" in info["labels"]
 
 

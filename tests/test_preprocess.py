@@ -8,8 +8,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from feature_specs import rgb_spec
+
 from signflow import preprocess, sampling, video
 from signflow.config import CropParams, ExtractParams
 from signflow.feature_spec import RgbFeatureSpec

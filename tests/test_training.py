@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from training_data import make_features, tiny_params
 
 from signflow.feature_spec import load_spec
 from signflow.models import load_model_file
@@ -18,7 +19,6 @@ from signflow.training.data import ClipDataset, DataError, open_split
 from signflow.training.sampler import EpochSampler, ShardSampler
 from signflow.transforms import input_config_for
 from stages import train as train_stage
-from training_data import make_features, tiny_params
 
 
 def _write_params(path: Path, *overrides: str) -> Path:
@@ -80,8 +80,8 @@ def test_stage_trains_and_writes_model_preprocess_and_dvclive(tmp_path: Path, ca
 
     model, meta = load_model_file(out / "model.pt", expected_arch="cnn_lstm")
     assert meta["label_map"] == [f"gloss{i}" for i in range(4)]
-    assert meta["feature_spec"].seq_len == 4 and meta["input_config"].layout == "TCHW"
-    assert meta["input_config"] == input_config_for("cnn_lstm")
+    assert meta["feature_spec"].seq_len == 4 and meta["input_config"]["layout"] == "TCHW"
+    assert meta["input_config"] == input_config_for("cnn_lstm").model_dump(mode="json")
     assert model(torch.zeros(1, 4, 3, 32, 32)).shape == (1, 4)
     # The extract stage's feature spec, carried unchanged (label map and normalisation live elsewhere).
     assert (out / "preprocess.json").read_text() == (features / "preprocess.json").read_text()
@@ -149,5 +149,5 @@ def test_video3d_archs_train_one_epoch(tmp_path: Path, arch: str) -> None:
     params = tiny_params(f"model.arch={arch}", "train.epochs=1", "train.batch_size=4")
     result = train(params.model, params.train, TrainPaths(features, labels, tmp_path / "m"), progress=False)
     model, meta = load_model_file(result.model_path, expected_arch=arch)
-    assert meta["input_config"].layout == "CTHW"
+    assert meta["input_config"]["layout"] == "CTHW"
     assert model(torch.zeros(1, 3, 8, 32, 32)).shape == (1, 4)

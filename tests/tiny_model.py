@@ -9,8 +9,8 @@ import json
 from pathlib import Path
 
 import torch
-
 from feature_specs import holistic_spec, rgb_spec
+
 from signflow.config import ModelParams
 from signflow.feature_spec import write_spec
 from signflow.models import build_model, save_model_file
@@ -62,7 +62,7 @@ def make_landmark_model_dir(folder: Path, *, seed: int = 0, glosses: tuple[str, 
     return folder
 
 
-def make_run(folder: Path, metrics: dict, make_model=None, **model_kwargs) -> Path:  # noqa: ANN001
+def make_run(folder: Path, metrics: dict, make_model=None, **model_kwargs) -> Path:
     """A run folder as ``package.candidates`` lists it: ``models/`` + ``reports/evaluate/metrics.json``."""
     if make_model is not None:
         make_model(folder / "models")

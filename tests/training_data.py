@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-
 from feature_specs import rgb_spec
+
 from signflow.feature_spec import write_spec
 from signflow.shards import ShardWriter
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from torch import nn
 
 from signflow import atomic
@@ -227,18 +227,17 @@ def save_model_file(
     num_classes: int,
     label_map: list[str],
     feature_spec: RgbFeatureSpec | LandmarkFeatureSpec,
-    input_config: Any = None,
+    input_config: BaseModel | None = None,
     extra: dict[str, Any] | None = None,
 ) -> None:
     """Write everything needed to rebuild and use ``model`` to ``path``, atomically.
 
     ``feature_spec``: the extract stage's, carried unchanged; ``input_config``
-    (:class:`signflow.transforms.InputConfig`, default the arch's) says how stored
-    features become the network's input. Only tensors and plain Python values go in,
-    so :func:`load_model_file` can use ``torch.load(weights_only=True)`` (a model file
-    never runs code on load).
+    (:class:`signflow.transforms.InputConfig`; None: the arch's, chosen when loaded) says
+    how stored features become the network's input. Only tensors and plain Python values
+    go in, so :func:`load_model_file` can use ``torch.load(weights_only=True)`` (a model
+    file never runs code on load).
     """
-    from signflow.transforms import input_config_for
 
     model = unwrap(model)
     if arch != model_params.arch:
@@ -260,7 +259,7 @@ def save_model_file(
         "label_map": [str(gloss) for gloss in label_map],
         "input": input_spec,
         "feature_spec": feature_spec.to_json(),
-        "input_config": (input_config or input_config_for(arch)).model_dump(mode="json"),
+        "input_config": None if input_config is None else input_config.model_dump(mode="json"),
         "extra": extra or {},
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
@@ -314,19 +313,13 @@ def load_model_file(
 
     ``meta`` holds ``arch``, ``model_params`` (:class:`ModelParams`), ``num_classes``,
     ``label_map``, ``input`` (seq_len, frame_size, ...), ``feature_spec`` (validated,
-    :mod:`signflow.feature_spec`), ``input_config`` (:class:`signflow.transforms.InputConfig`)
-    and ``extra``. A file whose feature spec does not validate is refused
-    (:class:`signflow.feature_spec.FeatureSpecError`).
+    :mod:`signflow.feature_spec`), ``input_config`` (a dict or None, read by
+    :class:`signflow.inference.Predictor`) and ``extra``. A file whose feature spec does
+    not validate is refused (:class:`signflow.feature_spec.FeatureSpecError`).
     """
-    from signflow.transforms import InputConfig
-
     payload = read_model_file(path)
     meta = {key: value for key, value in payload.items() if key != "state_dict"}
     meta["feature_spec"] = load_spec(payload.get("feature_spec") or {}, origin=f"{path} (its feature_spec)")
-    try:
-        meta["input_config"] = InputConfig.model_validate(payload.get("input_config"))
-    except ValidationError as error:
-        raise ValueError(f"{path}: its input_config does not validate: {error}") from None
     check_model_meta(meta, source=str(path), expected_arch=expected_arch, expected_num_classes=expected_num_classes)
     try:
         model_params = ModelParams.model_validate(payload["model_params"])
