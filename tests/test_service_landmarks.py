@@ -57,7 +57,7 @@ def test_video_through_mediapipe_gives_the_evaluate_logits(served: Any, clip: Pa
     assert [p["gloss"] for p in body["top_k"]] and len(body["top_k"]) == 3
 
     predictor = Predictor.load(served.store_model_dir)
-    preprocessor = LandmarkPreprocessor(predictor.preprocess)
+    preprocessor = LandmarkPreprocessor(predictor.feature_spec)
     points, mask = extract_video(clip)
     expected = predictor.logits(preprocessor.from_points(points, mask, width=288, height=192)[None])[0]
     np.testing.assert_allclose(body["logits"], expected, atol=1e-4)
