@@ -7,6 +7,7 @@ logits that :class:`signflow.inference.Predictor` (what evaluate uses) gives on 
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,12 +19,13 @@ import requests
 
 from served import bentoml_serve
 from signflow.inference import Predictor
-from signflow.landmarks import LandmarkEnvError, extract_video, landmarks_python
+from signflow.landmarks import LandmarkEnvError, extract_video, installed_mediapipe_version, landmarks_python
 from signflow.landmarks.online import LandmarkPreprocessor
 from tiny_model import make_landmark_model_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 CLIP = "01377"  # a real WLASL clip: 288x192, ~25 frames
+OTHER_MEDIAPIPE = "0.10.9"
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +35,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     except LandmarkEnvError as error:
         pytest.skip(str(error))
     folder = tmp_path_factory.mktemp("serve-landmarks")
-    with bentoml_serve(folder, {}, make_model=make_landmark_model_dir) as running:
+    # Features "extracted" by another MediaPipe than .venv-landmarks has: served with a warning (the default).
+    make_model = functools.partial(make_landmark_model_dir, mediapipe_version=OTHER_MEDIAPIPE)
+    with bentoml_serve(folder, {}, make_model=make_model) as running:
         yield running
 
 
@@ -55,6 +59,8 @@ def test_video_through_mediapipe_gives_the_evaluate_logits(served: Any, clip: Pa
     frames = body["input"]["frames"]
     assert frames >= 20 and body["input"]["detected"]["pose"] >= 0.8 * frames, body["input"]  # a real signer
     assert [p["gloss"] for p in body["top_k"]] and len(body["top_k"]) == 3
+    installed = installed_mediapipe_version()
+    assert f"extracted with mediapipe {OTHER_MEDIAPIPE}, this server has {installed}" in body["extractor_warning"]
 
     predictor = Predictor.load(served.store_model_dir)
     preprocessor = LandmarkPreprocessor(predictor.feature_spec)

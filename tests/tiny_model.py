@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import torch
-from feature_specs import holistic_spec, rgb_spec
+from feature_specs import MEDIAPIPE, holistic_spec, rgb_spec
 
 from signflow.config import ModelParams
 from signflow.feature_spec import write_spec
@@ -49,10 +49,15 @@ def make_model_dir(
     return folder
 
 
-def make_landmark_model_dir(folder: Path, *, seed: int = 0, glosses: tuple[str, ...] = GLOSSES) -> Path:
-    """A random-init ``landmark_lstm`` on the Holistic layout, saved exactly as the train stage saves it."""
+def make_landmark_model_dir(
+    folder: Path, *, seed: int = 0, glosses: tuple[str, ...] = GLOSSES, mediapipe_version: str = MEDIAPIPE
+) -> Path:
+    """A random-init ``landmark_lstm`` on the Holistic layout, saved exactly as the train stage saves it.
+
+    ``mediapipe_version``: the version its features claim to come from.
+    """
     torch.manual_seed(seed)
-    spec = holistic_spec(seq_len=8, stored_frames=16)
+    spec = holistic_spec(seq_len=8, stored_frames=16, mediapipe_version=mediapipe_version)
     params = ModelParams.model_validate({"arch": "landmark_lstm", "dropout": 0.0, "landmark": {"hidden": 8, "layers": 1}})
     model = build_model(params, len(glosses), seq_len=spec.seq_len, num_joints=spec.num_joints, channels=spec.channels)
     folder.mkdir(parents=True, exist_ok=True)
