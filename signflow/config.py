@@ -80,17 +80,29 @@ class LocalSourceParams(StrictModel):
     max_archive_bytes: int = Field(64 * 1024**3, ge=1, description="uncompressed size limit")
 
 
+class DvcSourceParams(StrictModel):
+    """A ``data/raw`` folder versioned in a DVC project (read from its remote, as ``dvc get`` does)."""
+
+    repo: str | None = Field(None, description="git URL or local path of the DVC project")
+    path: str = Field("data/raw", description="the data/raw folder inside that project")
+    rev: str | None = Field(None, description="git branch, tag or commit; null = the default branch")
+    remote: str | None = Field(None, description="DVC remote name in that project; null = its default remote")
+
+
 class DataParams(StrictModel):
-    source: Literal["synthetic", "wlasl", "local"] = "synthetic"
+    source: Literal["synthetic", "wlasl", "local", "dvc"] = "synthetic"
     seed: int = 0
     synthetic: SyntheticSourceParams = SyntheticSourceParams()
     wlasl: WlaslSourceParams = WlaslSourceParams()
     local: LocalSourceParams = LocalSourceParams()
+    dvc: DvcSourceParams = DvcSourceParams()
 
     @model_validator(mode="after")
-    def _local_needs_path(self) -> DataParams:
+    def _source_needs_location(self) -> DataParams:
         if self.source == "local" and not self.local.path:
             raise ValueError("data.local.path is required when data.source is 'local'")
+        if self.source == "dvc" and not self.dvc.repo:
+            raise ValueError("data.dvc.repo is required when data.source is 'dvc'")
         return self
 
 
