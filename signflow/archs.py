@@ -13,7 +13,7 @@ must not import torch. So an entry is plain data, and the code it names (builder
 fit check) is a ``"module:attribute"`` reference imported only when a model is
 checked or built. Adding an architecture = one module (its network, ``build`` and
 ``check_fit``) + one entry in :data:`BUILTIN` (or :func:`register` for an arch
-that lives outside signflow, as ``tests/linear_probe.py`` does).
+that lives outside signflow, as ``tests/test_archs.py`` does with ``tests/linear_probe.py``).
 """
 
 from __future__ import annotations
