@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from signflow import archs
+
 DEFAULT_PARAMS_PATH = Path("params.yaml")
 
 
@@ -156,9 +158,6 @@ class ExtractParams(StrictModel):
 
 # --------------------------------------------------------------------------- model / train / evaluate
 
-Arch = Literal["cnn_lstm", "r3d_18", "r2plus1d_18", "landmark_lstm", "landmark_gcn"]
-
-
 class CnnLstmParams(StrictModel):
     backbone: Literal["small_cnn", "mobilenet_v2"] = "small_cnn"
     freeze: Literal["none", "all", "last_n"] = Field("none", description="last_n: train only the last N blocks")
@@ -192,7 +191,8 @@ class LandmarkModelParams(StrictModel):
 
 
 class ModelParams(StrictModel):
-    arch: Arch = "cnn_lstm"
+    # Any name in the arch registry, checked when validated (so an arch registered later counts too).
+    arch: str = Field("cnn_lstm", description=f"one of: {', '.join(archs.names())}")
     pretrained: bool = Field(False, description="load ImageNet/Kinetics weights (offline cache or weights_path)")
     weights_path: str | None = Field(None, description="explicit backbone weights file")
     weights_url: str | None = Field(
@@ -204,6 +204,12 @@ class ModelParams(StrictModel):
     dropout: float = Field(0.3, ge=0.0, lt=1.0)
     cnn_lstm: CnnLstmParams = CnnLstmParams()
     landmark: LandmarkModelParams = LandmarkModelParams()
+
+    @field_validator("arch")
+    @classmethod
+    def _registered_arch(cls, arch: str) -> str:
+        archs.get(arch)  # UnknownArchError (a ValueError) lists the known ones
+        return arch
 
 
 class EarlyStoppingParams(StrictModel):

@@ -22,7 +22,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from signflow import atomic
+from signflow import archs, atomic
+from signflow.archs import Representation
 from signflow.config import ModelParams, ParamsError, TrainParams
 from signflow.seed import set_seed
 from signflow.training import feature_cache
@@ -90,12 +91,20 @@ def _data_identity(paths: TrainPaths, preprocess: dict[str, Any], glosses: list[
     return {"preprocess": preprocess, "glosses": glosses, "train": index_hash("train"), "val": index_hash("val")}
 
 
-def _check_params(model_params: ModelParams, train: TrainParams, *, seq_len: int, frame_size: int | None, world: int) -> None:
+def _check_params(
+    model_params: ModelParams,
+    train: TrainParams,
+    *,
+    seq_len: int,
+    frame_size: int | None,
+    representation: Representation,
+    world: int,
+) -> None:
     """Everything that can be known to fail, before a single batch (message names the key)."""
     from signflow.models import check_fit
 
     try:
-        check_fit(model_params, seq_len=seq_len, frame_size=frame_size)
+        check_fit(model_params, seq_len=seq_len, frame_size=frame_size, representation=representation)
     except ValueError as error:
         raise ParamsError(str(error)) from None
     if train.batch_size % world:
@@ -189,9 +198,17 @@ def _train(
         raise DataError(f"{paths.features / 'preprocess.json'}: no seq_len; re-run the extract stage")
     frame_size = preprocess.get("frame_size")
     cfg = LoopConfig.from_params(train_params, ctx.device, progress=progress and ctx.is_main)
-    _check_params(model_params, train_params, seq_len=seq_len, frame_size=frame_size, world=ctx.world_size)
+    # Landmark features say so in preprocess.json (``kind``); RGB ones predate the field.
+    representation: Representation = "landmarks" if preprocess.get("kind") == "landmarks" else "rgb"
+    _check_params(
+        model_params, train_params, seq_len=seq_len, frame_size=frame_size, representation=representation,
+        world=ctx.world_size,
+    )  # fmt: skip
     input_config = input_config_for(arch)
     use_cache = feature_cache.cache_applies(model_params, train_params)
+    spec = archs.get(arch)
+    own = getattr(model_params, spec.params_section).model_dump(mode="json") if spec.params_section else {}
+    log.info("model.arch=%s: %s; model.%s=%s", arch, spec.description, spec.params_section or "(no section)", own)
 
     if ctx.is_main:
         # Declared DVC outputs: they must exist even when this run uses no cache / resumes nothing.
@@ -211,8 +228,9 @@ def _train(
     augment = train_params.augment
     if use_cache:
         log.info(
-            "feature cache on (cnn_lstm backbone frozen): pixel augmentations (random_resized_crop, hflip, "
-            "color_jitter) are disabled; temporal jitter and speed perturbation still apply"
+            "feature cache on (%s backbone frozen): pixel augmentations (random_resized_crop, hflip, "
+            "color_jitter) are disabled; temporal jitter and speed perturbation still apply",
+            arch,
         )
         for split in ("train", "val"):
             split_dir = paths.features / split
