@@ -2,7 +2,7 @@
 
 Inputs:  ``--models`` (``model.pt``, ``preprocess.json`` of the current run), ``--metrics``
          (``reports/evaluate/metrics.json``), optional ``--drift-reference`` (shipped with the model),
-         the run folders in ``package.candidates`` and the DVC experiments (``dvc exp show``).
+         the run folders in ``package.candidates`` and the finished DVC experiments (``dvc.api.exp_show``).
 Outputs: ``--out`` (``reports/package.json``): the model tag, the winner and why it won, the ranking.
          The model itself goes to the BentoML store (``$BENTOML_HOME``, default ``~/bentoml``),
          outside the repo; the service serves the tag recorded here.

@@ -55,7 +55,7 @@ def experiment_candidates(repo: Path, metrics_file: str, model_dir: Path) -> lis
     try:
         experiments = finished_experiments(dvc.api.exp_show(str(repo)))
     except (DvcException, SCMError, OSError) as error:
-        log.warning("dvc exp show failed (%s): DVC experiments are not compared", error)
+        log.warning("dvc.api.exp_show failed (%s): DVC experiments are not compared", error)
         return []
     candidates = []
     for name, rev in experiments:
