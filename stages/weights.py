@@ -14,13 +14,11 @@ where to put the file; with ``pretrained: false`` (the default) the stage writes
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 from signflow import archs, atomic
 from signflow.config import ParamsError
-from signflow.stage_params import load_stage_params
+from signflow.stage_cli import StageCli
 
 # The params keys this stage reads: exactly its dvc.yaml params (tests/test_dvc_deps.py). The backbone
 # keys come from the arch registry, so an arch with its own backbone choice fails that test until listed.
@@ -32,17 +30,17 @@ PARAMS = (
     "model.weights_sha256",
     "model.weights_path",
 )
+CLI = StageCli("weights", PARAMS, __doc__)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stages.weights", description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml", help="params file (reads 'model')")
+    parser = CLI.parser()
     parser.add_argument("--out", required=True, help="output folder (data/weights)")
-    args = parser.parse_args(argv)
+    args = CLI.parse(parser, argv)
     from signflow.models.weights import RECORD_NAME, WeightsNotFoundError, fetch_weights, pretrained_backbone
 
     try:
-        model = load_stage_params(args.params, "weights", PARAMS).model
+        model = CLI.params(args).model
         backbone = pretrained_backbone(model) if model.pretrained else None
         with atomic.atomic_path(args.out, is_dir=True) as tmp:
             if backbone is None:
@@ -53,8 +51,7 @@ def main(argv: list[str] | None = None) -> int:
                 )}  # fmt: skip
             atomic.write_json(Path(tmp) / RECORD_NAME, record)
     except (ParamsError, WeightsNotFoundError, ValueError) as error:
-        print(f"weights: error: {error}", file=sys.stderr)
-        return 2
+        return CLI.fail(error)
     print(f"weights: {record.get('file', 'none (model.pretrained: false)')}")
     return 0
 
