@@ -11,6 +11,7 @@ an image.
 from __future__ import annotations
 
 import inspect
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -58,17 +59,19 @@ def interface(step: Callable[..., Any]) -> StepInterface:
     sections: list[str] = []
     run_parameters: dict[str, type] = {}
     cluster: list[str] = []
-    for name, parameter in inspect.signature(step).parameters.items():
-        artifact = _artifact(parameter.annotation)
+    hints = typing.get_type_hints(step, include_extras=True)  # also string annotations (`from __future__`)
+    for name in inspect.signature(step).parameters:
+        annotation = hints.get(name)
+        artifact = _artifact(annotation)
         section = section_of_input(name)
         if artifact is not None:
             (inputs if artifact[0] == "input" else outputs)[name] = artifact[1]
         elif section is not None:
-            if parameter.annotation is not str:
+            if annotation is not str:
                 raise PipelineError(f"step {step.__name__}: {name} is a params section as YAML text, so str")
             sections.append(section)
         elif SEPARATOR in name:
-            run_parameters[name] = parameter.annotation
+            run_parameters[name] = annotation
         elif name in CLUSTER_INPUTS:
             cluster.append(name)
         else:
