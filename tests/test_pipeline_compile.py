@@ -218,7 +218,7 @@ def test_raw_uri_imports_the_dataset_instead_of_downloading(tmp_path: Path) -> N
     )
     spec = json_format.ParseDict(_documents(out)[0], pipeline_spec_pb2.PipelineSpec())
     tasks = spec.root.dag.tasks
-    assert "download" not in tasks and "data__source" not in spec.root.input_definitions.parameters
+    assert "download" not in tasks and "params_data" not in spec.root.input_definitions.parameters
     importer = spec.deployment_spec["executors"][spec.components[tasks["importer"].component_ref.name].executor_label]
     assert importer["importer"]["artifactUri"]["runtimeParameter"] == "uri"
     assert tasks["importer"].inputs.parameters["uri"].component_input_parameter == "raw_uri"
