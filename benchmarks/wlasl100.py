@@ -21,6 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from signflow import archs
+
 OUT = Path(__file__).resolve().parent / "results" / "wlasl100.json"
 # Every run's own DVC metrics and the params sections that define it, so the table can be checked.
 RUNS_OUT = OUT.with_name("wlasl100_runs.json")
@@ -79,8 +81,12 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         first = members[0]
         params = first["params"]
         arch = params["model"]["arch"]
-        if arch == "cnn_lstm":
-            arch = f"cnn_lstm/{params['model']['cnn_lstm']['backbone']}"
+        backbone_param = archs.get(arch).backbone_param  # the row names the 2D backbone of cnn_lstm
+        if backbone_param:
+            backbone: Any = params["model"]
+            for key in backbone_param.split("."):
+                backbone = backbone[key]
+            arch = f"{arch}/{backbone}"
 
         def values(key: str, members: list[dict[str, Any]] = members) -> list[float]:
             return [float(m["metrics"][key]) for m in members if key in m["metrics"]]

@@ -1,8 +1,11 @@
 """The Kubeflow Pipelines (kfp v2) face of signflow: the same ``stages/`` as ``dvc repro``, wired from ``dvc.yaml``.
 
 - :mod:`pipelines.wiring`: ``dvc.yaml`` -> which artifacts each stage reads and writes;
-- :mod:`pipelines.params`: ``params.yaml`` <-> typed pipeline parameters (one per leaf key);
-- :mod:`pipelines.components`: one lightweight component per stage, calling the stage's ``main``;
+- :mod:`pipelines.steps`: the checked-in step functions, one kfp component per stage, each running
+  the stage's ``dvc.yaml`` command;
+- :mod:`pipelines.params`: ``params.yaml`` <-> pipeline parameters (one YAML text per section, typed
+  run parameters);
+- :mod:`pipelines.components`: a step's interface, checked against its stage; the kfp component;
 - :mod:`pipelines.runtime`: what runs inside the step's container;
 - :mod:`pipelines.pipeline`: the DAG, resources, GPUs, scheduling;
 - :mod:`pipelines.compile` / :mod:`pipelines.submit`: the command lines;

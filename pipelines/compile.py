@@ -15,12 +15,16 @@ A test recompiles and compares with the checked-in YAML, so edit params/dvc.yaml
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
-from kfp import compiler
+import yaml
+from google.protobuf import json_format
+from kfp.compiler import pipeline_spec_builder
 
 from pipelines import PipelineError, images
 from pipelines.components import validate_image
@@ -58,13 +62,62 @@ def compile_pipeline(
         image = images.pin(image)
     pipeline = build_pipeline(params, stages, image, [stage.name for stage in all_stages])
     output.parent.mkdir(parents=True, exist_ok=True)
-    # Compile next to the target, then rename: a failed compile never leaves half a YAML.
+    # Write next to the target, then rename: a failed compile never leaves half a YAML.
     with tempfile.TemporaryDirectory(dir=output.parent) as tmp:
         staged = Path(tmp) / output.name
-        compiler.Compiler().compile(pipeline, str(staged))
-        staged.write_text(HEADER + staged.read_text(encoding="utf-8"), encoding="utf-8")
+        staged.write_text(package_text(pipeline), encoding="utf-8")
         staged.replace(output)
     return output
+
+
+class _Dumper(yaml.SafeDumper):
+    """kfp's YAML, with multi-line strings (component sources, params sections) as literal blocks."""
+
+
+def _string(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    # PyYAML falls back to a quoted style by itself where a block cannot hold the text.
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
+
+
+_Dumper.add_representer(str, _string)
+
+
+def _integers(spec: dict[str, Any]) -> None:
+    """Write integer parameters' defaults as integers (``16``, not kfp's ``16.0``).
+
+    The IR keeps a default in a ``google.protobuf.Value``, whose only number is a double, so kfp
+    writes ``defaultValue: 16.0`` for a ``NUMBER_INTEGER``; the backend reads either spelling as
+    the same Value, and the file then says what the parameter is.
+    """
+    definitions = [spec.get("root", {}).get("inputDefinitions", {})]
+    definitions += [component.get("inputDefinitions", {}) for component in spec.get("components", {}).values()]
+    for definition in definitions:
+        for parameter in definition.get("parameters", {}).values():
+            value = parameter.get("defaultValue")
+            if parameter.get("parameterType") == "NUMBER_INTEGER" and isinstance(value, float) and value.is_integer():
+                parameter["defaultValue"] = int(value)
+
+
+def _comment_view(spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec as the header comment shows it: a multi-line default (a params section) in one line."""
+    view = copy.deepcopy(spec)
+    for parameter in view["root"].get("inputDefinitions", {}).get("parameters", {}).values():
+        value = parameter.get("defaultValue")
+        if isinstance(value, str) and "\n" in value.strip():
+            parameter["defaultValue"] = f"<YAML, {len(value.strip().splitlines())} lines>"
+    return view
+
+
+def package_text(pipeline: Any) -> str:
+    """The compiled pipeline as kfp's compiler writes it (header comment, PipelineSpec, PlatformSpec),
+    with integer defaults as integers and the multi-line params sections kept out of the comment."""
+    spec = json_format.MessageToDict(pipeline.pipeline_spec)
+    _integers(spec)
+    documents = [spec]
+    if pipeline.platform_spec.platforms:
+        documents.append(json_format.MessageToDict(pipeline.platform_spec))
+    comments = pipeline_spec_builder.extract_comments_from_pipeline_spec(_comment_view(spec), pipeline.description)
+    return HEADER + comments + yaml.dump_all(documents, Dumper=_Dumper, sort_keys=True)
 
 
 def main(argv: list[str] | None = None) -> int:

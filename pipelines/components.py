@@ -1,94 +1,116 @@
-"""One kfp lightweight component per ``dvc.yaml`` stage, each calling that stage's own ``main``.
+"""A step function (:mod:`pipelines.steps`) -> its kfp component, checked against its ``dvc.yaml`` stage.
 
-A component's interface is its typed artifacts (``Input[Dataset]``, ``Output[Model]``,
-``Output[Metrics]``, ...) plus one typed parameter per params leaf of the sections the stage
-lists in ``dvc.yaml``. Writing ~100 parameters by hand per stage would declare the params schema
-a second time, so the component function is *generated* from the wiring and the schema; its
-body is one line, ``run_stage(WIRING, locals())`` (:mod:`pipelines.runtime`), which builds the
-stage's argv and calls ``stages.<name>.main``. The generated source is what kfp embeds in the
-compiled YAML, so it stays readable there.
+:func:`interface` reads a step's signature into its kinds of input (artifacts, params section
+texts, run parameters, cluster inputs); :func:`check_step` holds it to the stage that
+:mod:`pipelines.wiring` derives from ``dvc.yaml`` and to the params schema, so a step that drifted
+from DVC (a renamed output, a section the stage no longer lists, a run parameter of the wrong
+type) fails the compile with one line; :func:`make_component` turns it into a kfp component for
+an image.
 """
 
 from __future__ import annotations
 
-import linecache
-import pprint
-import textwrap
-from collections.abc import Callable, Mapping, Sequence
+import inspect
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from kfp import dsl
+from kfp.dsl.types import type_annotations
 
 from pipelines import PipelineError
-from pipelines.params import PipelineParam
-from pipelines.runtime import NODES_INPUT, NPROC_INPUT
+from pipelines.params import SEPARATOR, run_parameter_kind, section_of_input
 from pipelines.wiring import Stage
+from signflow.config import ParamsError
 
-ARTIFACT_CLASSES = {
-    "Artifact": dsl.Artifact,
-    "Dataset": dsl.Dataset,
-    "Model": dsl.Model,
-    "Metrics": dsl.Metrics,
-    "ClassificationMetrics": dsl.ClassificationMetrics,
-    "Markdown": dsl.Markdown,
-    "HTML": dsl.HTML,
-}
-# Stages whose step launches torchrun with one worker per requested GPU.
-DISTRIBUTED_STAGES = frozenset({"train"})
+# Inputs the pipeline sets from the cluster shape, not from params.yaml.
+NPROC_INPUT = "nproc_per_node"  # GPUs of the pod -> torchrun workers
+NODES_INPUT = "train_nodes"  # > 1: a PyTorchJob (pipelines.multinode); needs kubeflow.pvc
+PYTORCHJOB_INPUT = "pytorchjob"  # image + kubeflow section of that PyTorchJob
+CLUSTER_INPUTS = (NPROC_INPUT, NODES_INPUT, PYTORCHJOB_INPUT)
 
 
-def component_source(
-    stage: Stage,
-    params: Sequence[PipelineParam],
-    distributed: bool,
-    input_types: Mapping[str, str],
-    trainjob: Mapping[str, Any] | None = None,
-) -> str:
-    """Python source of the component function for ``stage`` (embedded verbatim by kfp).
+@dataclass(frozen=True)
+class StepInterface:
+    """What a step function declares, by kind (names in signature order)."""
 
-    ``input_types`` maps each input to the type its producer declared (Dataset, Model, ...).
-    ``trainjob`` (the train step with a claim): image and kubeflow section for a multi-node
-    PyTorchJob (:mod:`pipelines.multinode`), and a ``train_nodes`` input.
-    """
-    outputs = {output.name: output.type_name for output in stage.outputs}
-    for item in stage.derived:
-        outputs[item.name] = item.type_name
-    lines = [f"def {stage.name}("]
-    for item in stage.inputs:
-        lines.append(f"    {item.name}: Input[{input_types[item.name]}],")
-    for name, type_name in outputs.items():
-        lines.append(f"    {name}: Output[{type_name}],")
-    for param in params:
-        lines.append(f"    {param.name}: {param.python_type.__name__},")
-    if distributed:
-        lines.append(f"    {NPROC_INPUT}: int,")
-    wiring_dict = stage.to_json_dict()
-    if trainjob is not None:
-        lines.append(f"    {NODES_INPUT}: int,")
-        wiring_dict["trainjob"] = dict(trainjob)
-    wiring = textwrap.indent(pprint.pformat(wiring_dict, width=100, sort_dicts=True), " " * 8)
-    lines += [
-        "):",
-        f'    """dvc.yaml stage {stage.name!r}: python -m {stage.module} (same entry point as dvc repro)."""',
-        "    from pipelines.runtime import run_stage",
-        "",
-        "    run_stage(",
-        wiring + ",",
-        "        locals(),",
-        "    )",
-        "",
-    ]
-    return "\n".join(lines)
+    name: str
+    inputs: dict[str, str]  # artifact name -> type name (Dataset, Model, ...)
+    outputs: dict[str, str]
+    sections: tuple[str, ...]  # params sections it receives as YAML text
+    run_parameters: dict[str, type]  # train__lr -> float
+    cluster: tuple[str, ...]  # of CLUSTER_INPUTS
 
 
-def _define(source: str, name: str) -> Callable[..., None]:
-    """Compile generated source so that ``inspect.getsource`` (used by kfp) finds it."""
-    filename = f"<signflow-component-{name}>"
-    linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
-    namespace: dict[str, object] = {"Input": dsl.Input, "Output": dsl.Output, **ARTIFACT_CLASSES}
-    # dont_inherit: this module's `from __future__ import annotations` would turn the types into strings.
-    exec(compile(source, filename, "exec", dont_inherit=True), namespace)  # noqa: S102 - our generated code
-    return namespace[name]  # type: ignore[return-value]
+def _artifact(annotation: Any) -> tuple[str, str] | None:
+    """``Input[Dataset]`` -> ("input", "Dataset"); None for a parameter."""
+    if type_annotations.is_artifact_wrapped_in_Input(annotation):
+        return "input", type_annotations.get_io_artifact_class(annotation).__name__
+    if type_annotations.is_artifact_wrapped_in_Output(annotation):
+        return "output", type_annotations.get_io_artifact_class(annotation).__name__
+    return None
+
+
+def interface(step: Callable[..., Any]) -> StepInterface:
+    """The kinds of input of ``step``, from its signature; a name of no known kind is an error."""
+    inputs: dict[str, str] = {}
+    outputs: dict[str, str] = {}
+    sections: list[str] = []
+    run_parameters: dict[str, type] = {}
+    cluster: list[str] = []
+    hints = typing.get_type_hints(step, include_extras=True)  # also string annotations (`from __future__`)
+    for name in inspect.signature(step).parameters:
+        annotation = hints.get(name)
+        artifact = _artifact(annotation)
+        section = section_of_input(name)
+        if artifact is not None:
+            (inputs if artifact[0] == "input" else outputs)[name] = artifact[1]
+        elif section is not None:
+            if annotation is not str:
+                raise PipelineError(f"step {step.__name__}: {name} is a params section as YAML text, so str")
+            sections.append(section)
+        elif SEPARATOR in name:
+            run_parameters[name] = annotation
+        elif name in CLUSTER_INPUTS:
+            cluster.append(name)
+        else:
+            raise PipelineError(
+                f"step {step.__name__}: input {name!r} is none of: an artifact, params_<section>, "
+                f"<section>__<key> (a run parameter), {', '.join(CLUSTER_INPUTS)}"
+            )
+    return StepInterface(step.__name__, inputs, outputs, tuple(sections), run_parameters, tuple(cluster))
+
+
+def check_step(step: StepInterface, stage: Stage, producer_types: Mapping[tuple[str, str], str]) -> None:
+    """Refuse a step whose artifacts, sections or run parameters differ from its dvc.yaml stage."""
+    where = f"pipelines/steps.py {step.name}"
+    expected_inputs = {item.name: producer_types[(item.producer, item.producer_output)] for item in stage.inputs}
+    expected_outputs = {output.name: output.type_name for output in stage.outputs}
+    expected_outputs.update({item.name: item.type_name for item in stage.derived})
+    for kind, got, expected in (("inputs", step.inputs, expected_inputs), ("outputs", step.outputs, expected_outputs)):
+        if got != expected:
+            raise PipelineError(
+                f"{where}: artifact {kind} {_listing(got)} differ from dvc.yaml stage {stage.name!r}: "
+                f"{_listing(expected)}; change the step or dvc.yaml"
+            )
+    if sorted(step.sections) != sorted(stage.sections):
+        raise PipelineError(
+            f"{where}: params sections {', '.join(step.sections) or '(none)'} differ from dvc.yaml stage "
+            f"{stage.name!r}: {', '.join(stage.sections) or '(none)'}"
+        )
+    for name, annotation in step.run_parameters.items():
+        section = name.split(SEPARATOR, 1)[0]
+        if section not in stage.sections:
+            raise PipelineError(f"{where}: run parameter {name} is not in a section dvc.yaml gives this stage")
+        try:
+            run_parameter_kind(name, annotation)
+        except ParamsError as error:
+            raise PipelineError(f"{where}: {error}") from None
+
+
+def _listing(artifacts: Mapping[str, str]) -> str:
+    return "(" + ", ".join(f"{name}: {type_name}" for name, type_name in artifacts.items()) + ")"
 
 
 def validate_image(image: str | None) -> str:
@@ -106,16 +128,6 @@ def validate_image(image: str | None) -> str:
     return image
 
 
-def make_component(
-    stage: Stage,
-    params: Sequence[PipelineParam],
-    image: str,
-    producer_types: Mapping[tuple[str, str], str],
-    trainjob: Mapping[str, Any] | None = None,
-) -> dsl.PythonComponent:
-    """The kfp component of ``stage``: typed artifacts, one parameter per params leaf, ``image``."""
-    image = validate_image(image)
-    input_types = {item.name: producer_types[(item.producer, item.producer_output)] for item in stage.inputs}
-    source = component_source(stage, params, stage.name in DISTRIBUTED_STAGES, input_types, trainjob)
-    function = _define(source, stage.name)
-    return dsl.component(function, base_image=image, install_kfp_package=False)
+def make_component(step: Callable[..., Any], image: str) -> dsl.PythonComponent:
+    """The kfp component of a step function, run in ``image`` (which carries signflow and kfp)."""
+    return dsl.component(step, base_image=validate_image(image), install_kfp_package=False)

@@ -16,13 +16,13 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from pipelines.runtime import STATE_DIR_ENV, StageFailed, _path
+from pipelines.runtime import STATE_DIR_ENV, StageFailed, flag_values
 from pipelines.trainjob import params_configmap, pytorchjob
 from signflow.config import parse_params
 
@@ -83,27 +83,29 @@ def _condition(job: Mapping[str, Any]) -> str | None:
 
 
 def run_pytorchjob(
-    wiring: Mapping[str, Any],
-    values: Mapping[str, Any],
+    argv: Sequence[str],
     params_text: str,
     key: str,
     nodes: int,
+    job_config: Mapping[str, Any] | None,
     environ: Mapping[str, str] | None = None,
     poll_s: float = 15.0,
 ) -> None:
-    """Train on ``nodes`` pods through the Training Operator; fill the step's model/live artifacts."""
+    """Train on ``nodes`` pods through the Training Operator; fill the step's model/live artifacts.
+
+    ``argv``: the train step's command line (artifact paths); ``job_config``: the image and the
+    kubeflow section the job's pods get (the train step's ``pytorchjob`` input).
+    """
     environ = os.environ if environ is None else environ
-    job_config = wiring.get("trainjob")
     if not job_config or not environ.get(STATE_DIR_ENV):
         raise StageFailed("train_nodes > 1 needs a shared claim: compile with kubeflow.pvc set")
     params = parse_params({**yaml.safe_load(params_text), "kubeflow": job_config["kubeflow"]}, "train step")
     mount = Path(params.kubeflow.pvc_mount_path)
     name = f"signflow-train-{key[:12]}"
     run = mount / "runs" / name
-    for arg in wiring["args"]:
-        if arg["kind"] == "input" and arg["flag"] in DATA_LAYOUT:
-            source = _path(values[arg["artifact"]]) / arg.get("subpath", "")
-            _copy(source, run / "data" / DATA_LAYOUT[arg["flag"]])
+    flags = flag_values(argv)
+    for flag, place in DATA_LAYOUT.items():
+        _copy(Path(flags[flag]), run / "data" / place)
     namespace = _namespace(environ)
     manifest = pytorchjob(params, name=name, image=job_config["image"], nodes=nodes, data=str(run / "data"),
                           out=str(run / "out"), namespace=namespace)  # fmt: skip
@@ -121,10 +123,9 @@ def run_pytorchjob(
         if state == "Succeeded":
             break
         time.sleep(poll_s)
-    outputs = {arg["flag"]: _path(values[arg["artifact"]]) for arg in wiring["args"] if arg["kind"] == "output"}
     model = run / "out" / "model"
     for file in ("model.pt", "preprocess.json"):  # the model, not the job's checkpoints
-        _copy(model / file, outputs["--out"] / file)
-    if "--live" in outputs and (run / "out" / "dvclive").is_dir():
-        _copy(run / "out" / "dvclive", outputs["--live"])
+        _copy(model / file, Path(flags["--out"]) / file)
+    if "--live" in flags and (run / "out" / "dvclive").is_dir():
+        _copy(run / "out" / "dvclive", Path(flags["--live"]))
     log.info("PyTorchJob %s succeeded; model copied from %s", name, model)

@@ -1,77 +1,72 @@
-"""``params.yaml`` <-> Kubeflow pipeline parameters, one typed parameter per leaf key.
+"""``params.yaml`` <-> Kubeflow pipeline parameters: one YAML text per section, plus typed run parameters.
 
-Why one parameter per leaf (``train__lr: float``) rather than one YAML blob: the Kubeflow UI
-shows, types and lets you override each value per run, and each step receives only the
-sections its ``dvc.yaml`` stage lists, so step caching follows the same dependencies as DVC.
+Two kinds of pipeline parameter carry the params (why: docs/kubeflow.md, "Why the components
+look like this"):
 
-The schema (``signflow.config.Params``), not the values, decides each parameter's type, so
-``null`` has a known type everywhere. Mapping:
+- ``params_<section>: str``: one ``params.yaml`` section as YAML text, exactly as it reads in the
+  file (``null`` is ``null``, ``16`` is an int). A step receives the sections its ``dvc.yaml`` stage
+  lists, so kfp caching follows the same dependencies as DVC, and any leaf can change per run.
+- ``<section>__<key>``: a **run parameter**, one params leaf with its own typed pipeline parameter
+  (``train__lr: float``) for the knobs a sweep changes. The step functions in
+  :mod:`pipelines.steps` declare them; :func:`run_parameter_kind` checks each against the schema.
+  A run parameter's key is left out of its section text, so every value has one place.
 
-==========================  ====================  ===========================================
-schema type                 pipeline parameter    notes
-==========================  ====================  ===========================================
-``bool``/``int``/``float``  same                  -
-``str``, ``Literal[...]``   ``str``               choices listed in the description
-``X | None``                ``str``               the YAML text of the value; ``null`` = none
-``list[scalar]``            ``list``              a JSON list
-anything else               -                     :class:`PipelineError` at compile time
-==========================  ====================  ===========================================
-
-The step rebuilds a ``params.yaml`` from its parameters (:func:`params_file_text`), validated by
-the same :func:`signflow.config.parse_params` the stages use, and passes it to ``--params``.
+The step rebuilds its params file with :func:`stage_params_text`: the section texts, then the run
+parameters applied with :func:`signflow.config.apply_overrides`, the function behind ``-p`` and
+``dvc exp run -S``, validated by the same schema the stages use.
 """
 
 from __future__ import annotations
 
-import json
+import copy
 import types
 import typing
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel
 
 from pipelines import PipelineError
-from signflow.config import Params, ParamsError, parse_params
+from signflow.config import Params, ParamsError, apply_overrides, parse_params
 
 SEPARATOR = "__"  # train.early_stopping.metric -> train__early_stopping__metric
-NULL = "null"
+SECTION_PREFIX = "params_"  # params_train: the train section as YAML text
 Kind = Literal["bool", "int", "float", "str", "optional", "list"]
-_PYTHON_TYPES: dict[str, type] = {"bool": bool, "int": int, "float": float, "str": str, "optional": str, "list": list}
+# The pipeline parameter types a run parameter may have: kfp types them exactly in the IR
+# (NUMBER_INTEGER, NUMBER_DOUBLE, BOOLEAN, STRING); an optional or list value stays in its section text.
+RUN_PARAMETER_TYPES: dict[Kind, type] = {"bool": bool, "int": int, "float": float, "str": str}
 _SCALARS = (bool, int, float, str)
 
 
-@dataclass(frozen=True)
-class PipelineParam:
-    """One leaf of params.yaml as a pipeline parameter."""
-
-    key: str  # dotted, as in dvc.yaml and `-p` overrides: "train.lr"
-    kind: Kind
-    default: Any  # already encoded for the pipeline (see :func:`encode`)
-    description: str
-
-    @property
-    def name(self) -> str:
-        """The pipeline/component input name: ``train__lr``."""
-        return param_name(self.key)
-
-    @property
-    def python_type(self) -> type:
-        return _PYTHON_TYPES[self.kind]
-
-    @property
-    def section(self) -> str:
-        return self.key.split(".", 1)[0]
-
-
 def param_name(key: str) -> str:
+    """``train.lr`` -> ``train__lr`` (a run parameter's name)."""
     return key.replace(".", SEPARATOR)
 
 
 def param_key(name: str) -> str:
+    """``train__lr`` -> ``train.lr``."""
     return name.replace(SEPARATOR, ".")
+
+
+def section_input(section: str) -> str:
+    """``train`` -> ``params_train``: the pipeline parameter holding that section's YAML."""
+    return f"{SECTION_PREFIX}{section}"
+
+
+def section_of_input(name: str) -> str | None:
+    """``params_train`` -> ``train``; None for any other name."""
+    return name[len(SECTION_PREFIX) :] if name.startswith(SECTION_PREFIX) else None
+
+
+def yaml_value(value: Any) -> str:
+    """``value`` as YAML flow text, the right side of an ``apply_overrides`` ``key=value``.
+
+    ``yaml.safe_dump`` rather than ``str``/``json.dumps``: ``1e-05`` reads back as a string in
+    YAML 1.1, ``1.0e-05`` (what PyYAML writes) as a float.
+    """
+    text = yaml.safe_dump(value, default_flow_style=True, width=float("inf"))
+    return text.removesuffix("\n").removesuffix("\n...")
 
 
 def _literal_values(annotation: Any) -> tuple[Any, ...] | None:
@@ -98,7 +93,7 @@ def _scalar_kind(annotation: Any) -> Kind | None:
 
 
 def annotation_kind(annotation: Any) -> Kind | None:
-    """The pipeline kind of a schema annotation, or None when a pipeline parameter cannot carry it."""
+    """What a schema annotation holds: a scalar kind, ``optional`` (scalar or None), ``list``, or None (other)."""
     annotation = _unwrap(annotation)
     scalar = _scalar_kind(annotation)
     if scalar is not None:
@@ -118,93 +113,14 @@ def _is_section(annotation: Any) -> bool:
     return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
 
-def _describe(annotation: Any, kind: Kind, description: str | None) -> str:
-    parts = [description] if description else []
-    annotation = inner = _unwrap(annotation)
-    if kind == "optional":
-        inner = next(arg for arg in typing.get_args(annotation) if arg is not type(None))
-        parts.append(f"YAML text of the value; '{NULL}' = none")
-    if kind == "list":
-        inner = typing.get_args(annotation)[0]
-    choices = _literal_values(_unwrap(inner))
-    if choices:
-        parts.append("one of: " + ", ".join(str(choice) for choice in choices))
-    return "; ".join(parts)
-
-
-def encode(kind: Kind, value: Any) -> Any:
-    """A params value as the pipeline carries it (only ``optional`` differs: YAML text)."""
-    if kind != "optional":
-        return value
-    if value is None:
-        return NULL
-    return value if isinstance(value, str) else json.dumps(value)
-
-
-def decode(kind: Kind, value: Any) -> Any:
-    """Inverse of :func:`encode`; the result is validated by the params schema afterwards."""
-    if kind != "optional":
-        return value
-    if value is None or (isinstance(value, str) and value.strip() == NULL):
-        return None
-    return value  # pydantic turns "100" into 100 for an `int | None` field
-
-
-def _leaves(model: type[BaseModel], prefix: str) -> Iterable[tuple[str, Any, str | None]]:
-    for field_name, field in model.model_fields.items():
-        if SEPARATOR in field_name:
-            raise PipelineError(f"params {prefix}{field_name}: '__' in a key name cannot become a pipeline parameter")
-        if _is_section(field.annotation):
-            yield from _leaves(field.annotation, f"{prefix}{field_name}.")
-        else:
-            yield f"{prefix}{field_name}", field.annotation, field.description
-
-
-def _value_at(values: Mapping[str, Any], key: str) -> Any:
-    node: Any = values
-    for part in key.split("."):
-        node = node[part]
-    return node
-
-
-def pipeline_params(
-    params: Params, sections: Iterable[str], schema: type[BaseModel] = Params
-) -> list[PipelineParam]:
-    """Every leaf of ``sections`` as a pipeline parameter, defaulting to its value in ``params``.
-
-    Raises :class:`PipelineError` naming the key when a leaf's type cannot be a pipeline
-    parameter (a mapping, a list of sections, a union of several types).
-    """
-    values = params.model_dump(mode="json")
-    result: list[PipelineParam] = []
-    for section in sections:
-        field = schema.model_fields.get(section)
-        if field is None:
-            raise PipelineError(f"params: unknown section {section!r} (sections: {', '.join(schema.model_fields)})")
-        if not _is_section(field.annotation):
-            raise PipelineError(f"params.{section}: a stage's params entry must be a section, not a single value")
-        for key, annotation, description in _leaves(field.annotation, f"{section}."):
-            kind = annotation_kind(annotation)
-            value = _value_at(values, key)
-            if kind is None:
-                raise PipelineError(
-                    f"params {key}: a {_type_text(annotation)} value ({value!r}) cannot be a Kubeflow pipeline "
-                    "parameter (supported: bool, int, float, str, choices, optional scalars, lists of scalars); "
-                    "make it a section of scalars or leave it out of the stages' dvc.yaml params"
-                )
-            if kind == "list" and not all(isinstance(item, _SCALARS) for item in value):
-                raise PipelineError(f"params {key}: a list of non-scalars ({value!r}) cannot be a pipeline parameter")
-            result.append(PipelineParam(key, kind, encode(kind, value), _describe(annotation, kind, description)))
-    return result
-
-
 def _type_text(annotation: Any) -> str:
     if typing.get_origin(annotation) is None and isinstance(annotation, type):
         return annotation.__name__
     return str(annotation).replace("typing.", "")
 
 
-def _kind_of(key: str, schema: type[BaseModel] = Params) -> Kind:
+def _field(key: str, schema: type[BaseModel]) -> Any:
+    """The schema field of a dotted leaf key; :class:`ParamsError` naming the key otherwise."""
     model: type[BaseModel] = schema
     parts = key.split(".")
     for depth, part in enumerate(parts):
@@ -217,54 +133,153 @@ def _kind_of(key: str, schema: type[BaseModel] = Params) -> Kind:
             model = field.annotation
     if _is_section(field.annotation):
         raise ParamsError(f"{key}: is a whole section; give one value at a time (e.g. {key}.<key>=...)")
+    return field
+
+
+def kind_of(key: str, schema: type[BaseModel] = Params) -> Kind:
+    """The kind of a params leaf (``train.lr`` -> ``float``); :class:`ParamsError` for unknown keys."""
+    field = _field(key, schema)
     kind = annotation_kind(field.annotation)
     if kind is None:
-        raise ParamsError(f"{key}: type {_type_text(field.annotation)} is not a pipeline parameter")
+        raise ParamsError(f"{key}: type {_type_text(field.annotation)} cannot be set with key=value")
     return kind
 
 
-def nested_from_arguments(arguments: Mapping[str, Any]) -> dict[str, Any]:
-    """``{"train__lr": 0.01, ...}`` -> ``{"train": {"lr": 0.01}}`` (optional values decoded)."""
-    nested: dict[str, Any] = {}
-    for name, value in arguments.items():
-        key = param_key(name)
-        node = nested
-        *parents, leaf = key.split(".")
+def run_parameter_kind(name: str, annotation: Any, schema: type[BaseModel] = Params) -> Kind:
+    """Check a step's run parameter ``name: annotation`` against the params schema; return its kind.
+
+    The name must be a params leaf (``train__lr`` = ``train.lr``), of a scalar kind (an optional
+    value would reach kfp as "no value", a list as an untyped JSON list: both stay in the section
+    text), and the annotation must be that kind's Python type.
+    """
+    key = param_key(name)
+    kind = kind_of(key, schema)
+    expected = RUN_PARAMETER_TYPES.get(kind)
+    if expected is None:
+        raise ParamsError(
+            f"run parameter {name}: params {key} is {'an optional value' if kind == 'optional' else 'a list'}; "
+            f"leave it in the section text {section_input(key.split('.', 1)[0])} (run parameters are bool, int, float, str)"
+        )
+    if annotation is not expected:
+        raise ParamsError(
+            f"run parameter {name}: params {key} is {kind}, but the step declares {_type_text(annotation)}"
+        )
+    return kind
+
+
+def _value_at(values: Mapping[str, Any], key: str) -> Any:
+    node: Any = values
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def value_of(params: Params, key: str) -> Any:
+    """The value of a dotted leaf in ``params`` (JSON types)."""
+    return _value_at(params.model_dump(mode="json"), key)
+
+
+def _without(section: dict[str, Any], section_name: str, run_keys: Iterable[str]) -> dict[str, Any]:
+    """A section's values minus the leaves that are run parameters (they have their own parameter)."""
+    trimmed = copy.deepcopy(section)
+    for key in run_keys:
+        head, _, rest = key.partition(".")
+        if head != section_name:
+            continue
+        node = trimmed
+        *parents, leaf = rest.split(".")
         for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = decode(_kind_of(key), value)
-    return nested
+            node = node[part]
+        node.pop(leaf, None)
+    return trimmed
 
 
-def params_from_arguments(arguments: Mapping[str, Any], source: str = "pipeline parameters") -> Params:
-    """Validate pipeline arguments with the stages' own schema (range checks, cross-field rules)."""
-    return parse_params(nested_from_arguments(arguments), source)
+def section_text(params: Params, section: str, run_keys: Iterable[str] = ()) -> str:
+    """The YAML text of one section of ``params``, without the leaves in ``run_keys``."""
+    if section not in Params.model_fields or not _is_section(Params.model_fields[section].annotation):
+        raise PipelineError(f"params: unknown section {section!r} (sections: {', '.join(Params.model_fields)})")
+    values = params.model_dump(mode="json")[section]
+    return yaml.safe_dump(_without(values, section, run_keys), sort_keys=False)
 
 
-def params_file_text(arguments: Mapping[str, Any], sections: Iterable[str]) -> str:
-    """The params.yaml a step hands to its stage: only the sections that stage reads."""
-    params = params_from_arguments(arguments)
+def parameter_defaults(params: Params, sections: Iterable[str], run_names: Iterable[str]) -> dict[str, Any]:
+    """The pipeline parameters that carry ``params``: ``params_<section>`` texts, then the run parameters."""
+    run_names = list(run_names)
+    run_keys = [param_key(name) for name in run_names]
+    defaults: dict[str, Any] = {section_input(section): section_text(params, section, run_keys) for section in sections}
+    defaults.update({name: value_of(params, key) for name, key in zip(run_names, run_keys)})
+    return defaults
+
+
+def parse_section_texts(texts: Mapping[str, str], source: str = "pipeline parameters") -> dict[str, Any]:
+    """``{"train": "<YAML>"}`` -> ``{"train": {...}}``; a text that is not a YAML mapping is an error naming it."""
+    sections: dict[str, Any] = {}
+    for section, text in texts.items():
+        try:
+            values = yaml.safe_load(text) if text and text.strip() else {}
+        except yaml.YAMLError as error:
+            raise ParamsError(f"{source}: {section_input(section)} is not YAML: {error}") from None
+        if not isinstance(values, dict):
+            raise ParamsError(f"{source}: {section_input(section)} must be a mapping of {section} keys")
+        sections[section] = values
+    return sections
+
+
+def _present(sections: Mapping[str, Any], key: str) -> bool:
+    node: Any = sections
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def stage_params_text(texts: Mapping[str, str], run_values: Mapping[str, Any]) -> str:
+    """The params file a stage reads: its section texts with the run parameters applied.
+
+    ``run_values`` maps dotted keys to typed values (``{"train.lr": 0.01}``). A key that is both a
+    run parameter and in its section text is refused: one value, one place.
+    """
+    sections = parse_section_texts(texts)
+    doubled = sorted(key for key in run_values if _present(sections, key))
+    if doubled:
+        raise ParamsError(
+            "pipeline parameters: " + ", ".join(
+                f"{key} is the run parameter {param_name(key)}; remove it from {section_input(key.split('.', 1)[0])}"
+                for key in doubled
+            )
+        )
+    params = with_values(parse_params(sections, "pipeline parameters"), run_values, "pipeline parameters")
     dumped = params.model_dump(mode="json")
-    return yaml.safe_dump({section: dumped[section] for section in sections}, sort_keys=False)
+    return yaml.safe_dump({section: dumped[section] for section in texts}, sort_keys=False)
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """``"train.lr=0.01"`` -> ``("train__lr", 0.01)``; the value is YAML, encoded for its parameter kind."""
+    """``"train.lr=0.01"`` -> ``("train.lr", 0.01)``: the value is YAML, typed for its params leaf.
+
+    The run parameter name (``train__lr=0.01``) names the same key.
+    """
     if "=" not in text:
         raise ParamsError(f"override {text!r}: expected key.path=value (e.g. train.lr=0.001)")
     key, value_text = (part.strip() for part in text.split("=", 1))
-    key = param_key(key)  # the pipeline parameter name (train__epochs) names the same key
-    kind = _kind_of(key)
+    key = param_key(key)
+    kind = kind_of(key)
     try:
         value = yaml.safe_load(value_text)
     except yaml.YAMLError as error:
         raise ParamsError(f"override {text!r}: value is not YAML: {error}") from None
-    if kind == "optional":
-        return param_name(key), encode(kind, value) if not isinstance(value, str) else value_text
     if kind == "str" and not isinstance(value, str):
-        value = value_text  # `-p data.synthetic...=123` for a str key: keep the text
+        value = value_text  # `-p data.wlasl.user_agent=123` for a str key: keep the text
     if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if kind == "list" and not isinstance(value, list):
         raise ParamsError(f"override {text!r}: {key} is a list; write e.g. {key}=[a, b]")
-    return param_name(key), value
+    return key, value
+
+
+def with_values(params: Params, values: Mapping[str, Any], source: str = "overrides") -> Params:
+    """``params`` with dotted keys set to typed values, validated once (through ``apply_overrides``)."""
+    try:
+        return apply_overrides(params, [f"{key}={yaml_value(value)}" for key, value in values.items()])
+    except ParamsError as error:  # apply_overrides names its source "overrides"; say whose values they are
+        raise ParamsError(str(error).replace("overrides:", f"{source}:", 1)) from None

@@ -1,8 +1,9 @@
 """The signflow Kubeflow pipeline: the ``dvc.yaml`` DAG, one step per stage, with cluster resources.
 
-This module only wires: which step feeds which (from :mod:`pipelines.wiring`), the pipeline
-parameters (one per params leaf, defaults = ``params.yaml`` at compile time, plus one
-``<stage>_gpus`` run parameter per GPU step), and per-step Kubernetes settings from the
+This module only wires: which step (:mod:`pipelines.steps`) feeds which (from
+:mod:`pipelines.wiring`), the pipeline parameters (one YAML text per params section and the steps'
+typed run parameters, defaults = ``params.yaml`` at compile time, plus one ``<stage>_gpus`` run
+parameter per GPU step; :mod:`pipelines.params`), and per-step Kubernetes settings from the
 ``kubeflow`` section of ``params.yaml``: CPU/memory requests and limits, GPUs
 (``set_accelerator_type``/``set_accelerator_limit`` fed by the run parameter; the train step runs
 torchrun with one worker per GPU), a memory-backed ``/dev/shm``, size-limited scratch emptyDirs,
@@ -13,15 +14,26 @@ and step caching (on by default; ``pipelines.submit --no-cache`` turns it off fo
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import yaml
 from kfp import dsl, kubernetes
 
 from pipelines import PipelineError
-from pipelines.components import DISTRIBUTED_STAGES, make_component, validate_image
-from pipelines.params import PipelineParam, pipeline_params
-from pipelines.runtime import NODES_INPUT, NPROC_INPUT, STATE_DIR_ENV
+from pipelines.components import (
+    NODES_INPUT,
+    NPROC_INPUT,
+    PYTORCHJOB_INPUT,
+    StepInterface,
+    check_step,
+    interface,
+    make_component,
+    validate_image,
+)
+from pipelines.params import param_key, parameter_defaults, section_input
+from pipelines.runtime import STATE_DIR_ENV
+from pipelines.steps import STEPS
 from pipelines.wiring import Stage
 from signflow.config import KubeflowParams, KubeflowResources, Params
 
@@ -139,13 +151,16 @@ def _imported_stage(kubeflow: KubeflowParams, stages: Sequence[Stage]) -> str | 
     return producer.name
 
 
-def _docstring(params: Sequence[PipelineParam], stages: Sequence[Stage], cluster: dict[str, Any]) -> str:
+def _docstring(stages: Sequence[Stage], sections: Sequence[str], run_parameters: Mapping[str, type],
+               cluster: Mapping[str, Any]) -> str:
     lines = [
         "signflow: " + " -> ".join(stage.name for stage in stages) + " (the dvc.yaml stages, same code).",
         "",
         "Args:",
     ]
-    lines += [f"    {param.name}: params.yaml {param.key}. {param.description}".rstrip(". ") for param in params]
+    lines += [f"    {section_input(section)}: params.yaml section {section} (YAML text)" for section in sections]
+    lines += [f"    {name}: params.yaml {param_key(name)} ({kind.__name__}; not in its section text)"
+              for name, kind in run_parameters.items()]  # fmt: skip
     lines += [
         f"    {name}: GPUs of the {name.removesuffix(GPUS_SUFFIX)} step (cluster shape, not a params.yaml key)"
         for name in cluster
@@ -158,6 +173,20 @@ def _docstring(params: Sequence[PipelineParam], stages: Sequence[Stage], cluster
     return "\n".join(lines)
 
 
+def _steps_for(stages: Sequence[Stage], producer_types: Mapping[tuple[str, str], str]) -> dict[str, StepInterface]:
+    """The step function of each stage, checked against it (:func:`pipelines.components.check_step`)."""
+    missing = [stage.name for stage in stages if stage.name not in STEPS]
+    if missing:
+        raise PipelineError(
+            f"dvc.yaml stage {', '.join(map(repr, missing))} has no step in pipelines/steps.py "
+            "(one function per stage, named after it)"
+        )
+    interfaces = {stage.name: interface(STEPS[stage.name]) for stage in stages}
+    for stage in stages:
+        check_step(interfaces[stage.name], stage, producer_types)
+    return interfaces
+
+
 def build_pipeline(params: Params, stages: Sequence[Stage], image: str, all_stage_names: Sequence[str]) -> Any:
     """The compiled-ready kfp pipeline for ``stages`` (a subset of ``all_stage_names``)."""
     image = validate_image(image)
@@ -166,30 +195,33 @@ def build_pipeline(params: Params, stages: Sequence[Stage], image: str, all_stag
     producer_types = {(stage.name, output.name): output.type_name for stage in stages for output in stage.outputs}
     imported = _imported_stage(kubeflow, stages)
     stages = [stage for stage in stages if stage.name != imported]
+    steps = _steps_for(stages, producer_types)
     sections: list[str] = []
+    run_parameters: dict[str, type] = {}
     for stage in stages:
         sections += [section for section in stage.sections if section not in sections]
+        for name, kind in steps[stage.name].run_parameters.items():
+            if run_parameters.setdefault(name, kind) is not kind:
+                raise PipelineError(f"pipelines/steps.py: run parameter {name} has two types ({run_parameters[name]}, {kind})")
     if "kubeflow" in sections:
         raise PipelineError("dvc.yaml: no stage may read the kubeflow section (it shapes the cluster, not results)")
-    leaves = pipeline_params(params, sections)
-    by_section = {section: [leaf for leaf in leaves if leaf.section == section] for section in sections}
     # With a claim the train step can hand training to a PyTorchJob (train_nodes > 1): it needs the
     # cluster settings the job's pods get, which no stage params carry.
-    multinode = bool(kubeflow.pvc) and any(stage.name in DISTRIBUTED_STAGES for stage in stages)
-    trainjob = {"image": image, "kubeflow": kubeflow.model_dump(mode="json")} if multinode else None
-    components = {
-        stage.name: make_component(
-            stage, [leaf for section in stage.sections for leaf in by_section[section]], image, producer_types,
-            trainjob if stage.name in DISTRIBUTED_STAGES else None,
-        )
-        for stage in stages
-    }
+    multinode = bool(kubeflow.pvc) and any(NODES_INPUT in steps[stage.name].cluster for stage in stages)
+    # YAML text, not a dict: a kfp constant cannot hold the section's nulls.
+    job_config = (
+        yaml.safe_dump({"image": image, "kubeflow": kubeflow.model_dump(mode="json")}, sort_keys=False)
+        if multinode
+        else ""
+    )
+    components = {stage.name: make_component(STEPS[stage.name], image) for stage in stages}
     cluster: dict[str, Any] = dict(cluster_params(kubeflow, stages))
     if multinode:
         cluster[NODES_INPUT] = 1
     if imported:
         cluster[RAW_URI_PARAM] = kubeflow.raw_uri
-    names = [leaf.name for leaf in leaves] + list(cluster)
+    defaults: dict[str, Any] = {**parameter_defaults(params, sections, run_parameters), **cluster}
+    names = list(defaults)
 
     def signflow(*args: Any) -> None:
         values = dict(zip(names, args))
@@ -204,31 +236,29 @@ def build_pipeline(params: Params, stages: Sequence[Stage], image: str, all_stag
             return tasks[producer].output if producer == imported else tasks[producer].outputs[name]
 
         for stage in stages:
+            step = steps[stage.name]
             arguments: dict[str, Any] = {item.name: output(item.producer, item.producer_output) for item in stage.inputs}
-            for section in stage.sections:
-                arguments.update({leaf.name: values[leaf.name] for leaf in by_section[section]})
+            arguments.update({section_input(section): values[section_input(section)] for section in step.sections})
+            arguments.update({name: values[name] for name in step.run_parameters})
             gpus = values.get(gpu_parameter(stage.name))
-            if stage.name in DISTRIBUTED_STAGES:
+            if NPROC_INPUT in step.cluster:
                 arguments[NPROC_INPUT] = 1 if gpus is None else gpus  # torchrun workers = GPUs of this run
-                if multinode:
-                    arguments[NODES_INPUT] = values[NODES_INPUT]
+            if multinode and NODES_INPUT in step.cluster:
+                arguments[NODES_INPUT] = values[NODES_INPUT]
+                arguments[PYTORCHJOB_INPUT] = job_config
             task = components[stage.name](**arguments)
             _apply_resources(task, stage.name, kubeflow, gpus)
             _apply_cluster(task, kubeflow)
             tasks[stage.name] = task
 
     # kfp reads a pipeline's inputs from its signature and calls it with one channel per input,
-    # positionally; building the signature from the params schema keeps each parameter declared once.
+    # positionally; building the signature from the steps and the params keeps each input declared once.
     signflow.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [
-            inspect.Parameter(leaf.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=leaf.default,
-                              annotation=leaf.python_type)
-            for leaf in leaves
-        ]
-        + [
-            inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default, annotation=type(default))
-            for name, default in cluster.items()
+            inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default,
+                              annotation=run_parameters.get(name, type(default)))
+            for name, default in defaults.items()
         ]
     )
-    signflow.__doc__ = _docstring(leaves, stages, cluster)
+    signflow.__doc__ = _docstring(stages, sections, run_parameters, cluster)
     return dsl.pipeline(name=PIPELINE_NAME, description=signflow.__doc__.splitlines()[0])(signflow)

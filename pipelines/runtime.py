@@ -1,10 +1,12 @@
-"""What runs inside a pipeline step's container: rebuild params.yaml, call the stage, log typed outputs.
+"""What runs inside a pipeline step's container: write the params file, call the stage, log typed outputs.
 
-A component body is one call, ``run_stage(WIRING, locals())``: the wiring (from ``dvc.yaml``, see
-:mod:`pipelines.wiring`) says which ``--flag`` gets which artifact path. The stage itself is the
-very ``stages.<name>.main`` that ``dvc repro`` runs; this module only translates paths and, after
-the stage, turns its JSON/CSV reports into kfp ``Metrics``, ``ClassificationMetrics`` and a
-Markdown report so the Kubeflow UI shows them.
+A step (:mod:`pipelines.steps`) calls :func:`run_stage` with its stage's command line (artifact
+paths in place of the ``dvc.yaml`` paths), its params section texts and its run parameters. The
+stage itself is the very ``stages.<name>.main`` that ``dvc repro`` runs; this module only writes
+its params file, keeps train's state off the model artifact, launches torchrun or a PyTorchJob
+when asked, and turns the stage's JSON/CSV reports into kfp ``Metrics``, ``ClassificationMetrics``
+and a Markdown report so the Kubeflow UI shows them (:func:`log_metrics`,
+:func:`log_confusion_matrix`, :func:`write_report`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import importlib
+import itertools
 import json
 import logging
 import math
@@ -19,15 +22,15 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipelines.params import SEPARATOR, params_file_text
+import yaml
+
+from pipelines.params import stage_params_text
 
 log = logging.getLogger("pipelines.runtime")
-NPROC_INPUT = "nproc_per_node"  # set on the train step: GPUs requested -> torchrun workers
-NODES_INPUT = "train_nodes"  # train step with a claim: > 1 runs a PyTorchJob (pipelines.multinode)
 STATE_DIR_ENV = "SIGNFLOW_STATE_DIR"
 # Stage state that must not travel in an output artifact: flag -> folder. Checkpoints live per
 # run key (a retried pod resumes from its last epoch); the frozen-backbone feature cache is keyed
@@ -55,38 +58,20 @@ def _path(artifact: Any) -> Path:
     return Path(artifact.path)
 
 
-def build_argv(wiring: Mapping[str, Any], values: Mapping[str, Any], params_path: Path) -> list[str]:
-    """The stage's command-line arguments with artifact paths in place of the dvc.yaml paths."""
-    argv: list[str] = []
-    for arg in wiring["args"]:
-        kind = arg["kind"]
-        if kind == "params":
-            argv += [arg["flag"], str(params_path)]
-        elif kind == "literal":
-            argv += [arg["flag"]] + ([arg["value"]] if arg.get("value") else [])
-        elif kind == "input":
-            path = _path(values[arg["artifact"]])
-            argv += [arg["flag"], str(path / arg["subpath"]) if arg.get("subpath") else str(path)]
-        elif kind == "output":
-            path = _path(values[arg["artifact"]])
-            path.parent.mkdir(parents=True, exist_ok=True)
-            argv += [arg["flag"], str(path)]
-        else:  # pragma: no cover - wiring is produced by pipelines.wiring
-            raise ValueError(f"unknown argument kind {kind!r}")
-    return argv
+def flag_values(argv: Sequence[str]) -> dict[str, str]:
+    """``["--out", "x", "--no-progress"]`` -> ``{"--out": "x"}``: the flags of a command line that take a value."""
+    return {flag: value for flag, value in itertools.pairwise(argv) if flag.startswith("--") and not value.startswith("--")}
 
 
-def state_key(params_text: str, wiring: Mapping[str, Any], values: Mapping[str, Any]) -> str:
+def state_key(params_text: str, inputs: Sequence[Any]) -> str:
     """Same params and same input artifacts -> same key: a retried pod finds its own checkpoints.
 
     A new run of the same step (other upstream artifacts, other params) gets another key, and the
     checkpoint's own fingerprint still refuses anything that does not fit.
     """
     digest = hashlib.sha256(params_text.encode())
-    for arg in wiring["args"]:
-        if arg["kind"] == "input":
-            artifact = values[arg["artifact"]]
-            digest.update(f"{arg['flag']}={getattr(artifact, 'uri', '') or _path(artifact)}".encode())
+    for artifact in inputs:
+        digest.update(f"{getattr(artifact, 'name', '')}={getattr(artifact, 'uri', '') or _path(artifact)}".encode())
     return digest.hexdigest()[:16]
 
 
@@ -120,61 +105,78 @@ def _run(module: str, argv: list[str], nproc: int) -> int:
     return int(importlib.import_module(module).main(argv) or 0)
 
 
-def run_stage(wiring: Mapping[str, Any], values: Mapping[str, Any]) -> None:
-    """Run one dvc.yaml stage with kfp artifacts; raise :class:`StageFailed` on a non-zero exit.
+def run_stage(
+    module: str,
+    argv: Sequence[str],
+    *,
+    params: Mapping[str, str],
+    run_values: Mapping[str, Any] | None = None,
+    inputs: Sequence[Any] = (),
+    nproc_per_node: int = 1,
+    train_nodes: int = 1,
+    pytorchjob: str = "",
+) -> None:
+    """Run ``python -m <module> --params <file> <argv>``; raise :class:`StageFailed` on a non-zero exit.
 
-    ``wiring`` is :meth:`pipelines.wiring.Stage.to_json_dict`; ``values`` the component's locals():
-    its artifacts and its ``section__key`` parameters.
+    ``params``: section name -> YAML text (the step's ``params_<section>`` inputs); ``run_values``:
+    dotted key -> typed value (its run parameters), applied on top (:func:`stage_params_text`).
+    ``inputs``: the input artifacts that, with the params, key the state of a stage that keeps one
+    (train: checkpoints). ``nproc_per_node > 1``: torchrun; ``train_nodes > 1``: a PyTorchJob
+    (:mod:`pipelines.multinode`; ``pytorchjob`` is YAML with its image and kubeflow section).
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    arguments = {name: value for name, value in values.items() if SEPARATOR in name}
-    with tempfile.TemporaryDirectory(prefix=f"signflow-{wiring['stage']}-") as workdir:
+    stage = module.rsplit(".", 1)[-1]
+    params_text = stage_params_text(params, dict(run_values or {}))
+    with tempfile.TemporaryDirectory(prefix=f"signflow-{stage}-") as workdir:
         params_path = Path(workdir) / "params.yaml"
-        params_text = params_file_text(arguments, wiring["sections"])
         params_path.write_text(params_text, encoding="utf-8")
-        argv = build_argv(wiring, values, params_path)
-        key = state_key(params_text, wiring, values)
-        nodes = int(values.get(NODES_INPUT) or 1)
+        command = ["--params", str(params_path), *argv]
+        key = state_key(params_text, inputs)
+        nodes = int(train_nodes or 1)
         if nodes > 1:
             from pipelines.multinode import run_pytorchjob  # the Kubernetes client: only on this path
 
-            run_pytorchjob(wiring, values, params_text, key, nodes)
+            run_pytorchjob(list(argv), params_text, key, nodes, yaml.safe_load(pytorchjob) if pytorchjob else None)
             code = 0
         else:
-            argv += state_argv(wiring["stage"], key, Path(workdir), os.environ)
-            code = _run(wiring["module"], argv, int(values.get(NPROC_INPUT) or 1))
+            command += state_argv(stage, key, Path(workdir), os.environ)
+            code = _run(module, command, int(nproc_per_node or 1))
     if code != 0:
-        raise StageFailed(f"stage {wiring['stage']} exited with status {code}")
-    log_outputs(wiring, values)
+        raise StageFailed(f"stage {stage} exited with status {code}")
 
 
-def log_outputs(wiring: Mapping[str, Any], values: Mapping[str, Any]) -> None:
-    """Fill the typed outputs the Kubeflow UI renders from the files the stage wrote."""
-    for name, type_name in wiring["outputs"].items():
-        if type_name == "Metrics":
-            _log_metrics(values[name], _path(values[name]))
-    for item in wiring["derived"]:
-        source = _path(values[item["source"]]) / item["subpath"]
-        target = values[item["name"]]
-        if item["type_name"] == "Metrics":
-            _log_metrics(target, source, copy=True)
-        elif item["type_name"] == "ClassificationMetrics":
-            _log_confusion(target, source)
-        elif item["type_name"] == "Markdown":
-            _path(target).parent.mkdir(parents=True, exist_ok=True)
-            _path(target).write_text(markdown_report(wiring["stage"], source), encoding="utf-8")
+def log_metrics(artifact: Any, source: str | Path) -> None:
+    """Log the numbers of the metrics JSON at ``source`` on a kfp ``Metrics`` artifact (the UI shows them).
 
-
-def _log_metrics(artifact: Any, source: Path, copy: bool = False) -> None:
+    ``source`` is the artifact's own file (the stage wrote its report there) or a file inside
+    another output, which is then copied into the artifact too.
+    """
+    source = Path(source)
     if not source.is_file():
         log.warning("no metrics file at %s: nothing logged", source)
         return
     data = json.loads(source.read_text(encoding="utf-8"))
     for key, value in flatten_metrics(data).items():
         artifact.log_metric(key, value)
-    if copy:  # keep the JSON itself next to the logged values
+    if source != _path(artifact):  # keep the JSON itself next to the logged values
         _path(artifact).parent.mkdir(parents=True, exist_ok=True)
         _path(artifact).write_text(json.dumps(data, indent=2), encoding="utf-8")
+
+
+def log_confusion_matrix(artifact: Any, source: str | Path) -> None:
+    """Log ``confusion.csv`` (:func:`read_confusion`) on a kfp ``ClassificationMetrics`` artifact."""
+    source = Path(source)
+    if not source.is_file():
+        log.warning("no confusion file at %s: nothing logged", source)
+        return
+    categories, matrix = read_confusion(source)
+    artifact.log_confusion_matrix(categories, matrix)
+
+
+def write_report(artifact: Any, stage: str, folder: str | Path) -> None:
+    """Write the Markdown report of an evaluation folder (:func:`markdown_report`) into a kfp ``Markdown`` artifact."""
+    _path(artifact).parent.mkdir(parents=True, exist_ok=True)
+    _path(artifact).write_text(markdown_report(stage, Path(folder)), encoding="utf-8")
 
 
 def _ordered(labels: set[str]) -> list[str]:
@@ -204,14 +206,6 @@ def read_confusion(path: Path) -> tuple[list[str], list[list[int]]]:
     if [row[0] for row in body] != categories:
         raise ValueError(f"{path}: neither actual/predicted columns nor a square table with matching labels")
     return categories, [[int(float(cell)) for cell in row[1:]] for row in body]
-
-
-def _log_confusion(artifact: Any, source: Path) -> None:
-    if not source.is_file():
-        log.warning("no confusion file at %s: nothing logged", source)
-        return
-    categories, matrix = read_confusion(source)
-    artifact.log_confusion_matrix(categories, matrix)
 
 
 def _table(rows: list[list[str]]) -> list[str]:

@@ -6,8 +6,9 @@ Run::
         --namespace team-ml --experiment signflow -p train.epochs=30 -p train.lr=0.001 \\
         [--run-name NAME] [--no-cache] [--dry-run]
 
-``-p key=value`` overrides one params.yaml value for this run (YAML-typed, as in ``dvc exp run -S``;
-``train.epochs`` and the pipeline parameter name ``train__epochs`` both work; ``train_gpus=4``
+``-p key=value`` overrides one params.yaml value for this run (YAML-typed, as in ``dvc exp run -S``):
+a run parameter (``train.epochs``, or its name ``train__epochs``) is sent as itself, any other
+leaf inside its section's text (``params_data`` for ``data.source``); ``train_gpus=4``
 sets a GPU step's accelerator count, and the train step's torchrun workers); every override is
 type- and range-checked with the stages' own schema *before* anything is sent, so a typo fails
 here, not twenty minutes into the run. ``--params-file other.yaml`` sends every stage value of
@@ -26,14 +27,23 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from pipelines import PipelineError, images
 from pipelines.compile import DEFAULT_OUTPUT
 from pipelines.connect import ConnectError, add_arguments, check_namespace, client, resolve
-from pipelines.params import SEPARATOR, param_key, params_from_arguments, parse_override, pipeline_params
-from pydantic import ValidationError
-
-from signflow.config import KubeflowParams, ParamsError, load_params
+from pipelines.params import (
+    SEPARATOR,
+    param_key,
+    param_name,
+    parameter_defaults,
+    parse_override,
+    parse_section_texts,
+    section_input,
+    section_of_input,
+    with_values,
+)
+from signflow.config import KubeflowParams, ParamsError, load_params, parse_params
 
 log = logging.getLogger("pipelines.submit")
 
@@ -73,6 +83,11 @@ def _cluster_override(text: str, defaults: dict[str, Any]) -> tuple[str, Any] | 
     name, _, value_text = (part.strip() for part in text.partition("="))
     if SEPARATOR in name or "." in name or name not in defaults:
         return None
+    if section_of_input(name) is not None:
+        raise ParamsError(
+            f"override {text!r}: {name} is a whole params section; set one key at a time "
+            f"(-p {section_of_input(name)}.<key>=...) or send a params file (--params-file)"
+        )
     if isinstance(defaults[name], str):  # raw_uri: checked as kubeflow.raw_uri is
         try:
             KubeflowParams(raw_uri=value_text)
@@ -91,29 +106,42 @@ def _cluster_override(text: str, defaults: dict[str, Any]) -> tuple[str, Any] | 
 
 
 def build_arguments(package: Path, overrides: list[str], params_file: Path | None = None) -> dict[str, Any]:
-    """The run's arguments: only values that differ from the package defaults, validated as a whole."""
+    """The run's arguments: only values that differ from the package defaults, validated as a whole.
+
+    A ``-p key=value`` for a run parameter sets that parameter; any other params leaf is set inside
+    its section's YAML text (``params_<section>``), which is then sent whole.
+    """
     defaults = package_defaults(package)
-    arguments: dict[str, Any] = {}
+    sections = [section for name in defaults if (section := section_of_input(name)) is not None]
+    run_keys = [param_key(name) for name in defaults if SEPARATOR in name]
     if params_file is not None:
-        sections = sorted({name.split(SEPARATOR)[0] for name in defaults if SEPARATOR in name})
-        for leaf in pipeline_params(load_params(params_file), sections):
-            if leaf.name in defaults:
-                arguments[leaf.name] = leaf.default
+        base = load_params(params_file)
+    else:
+        # The package's own values: its section texts with its run parameters' defaults.
+        texts = {section: defaults[section_input(section)] for section in sections}
+        base = with_values(
+            parse_params(parse_section_texts(texts, str(package)), str(package)),
+            {key: defaults[param_name(key)] for key in run_keys},
+            str(package),
+        )
+    cluster: dict[str, Any] = {}
+    values: dict[str, Any] = {}
     for override in overrides:
-        cluster = _cluster_override(override, defaults)
-        if cluster is not None:
-            arguments[cluster[0]] = cluster[1]
+        found = _cluster_override(override, defaults)
+        if found is not None:
+            cluster[found[0]] = found[1]
             continue
-        name, value = parse_override(override)
-        if name not in defaults:
+        key, value = parse_override(override)
+        if key.split(".", 1)[0] not in sections:
             raise ParamsError(
-                f"override {override!r}: {param_key(name)} is not a parameter of {package.name} "
+                f"override {override!r}: {key} is not a parameter of {package.name} "
                 "(no stage in it reads that section)"
             )
-        arguments[name] = value
+        values[key] = value
     # Validate the complete set of values the run will use, as the steps will.
-    merged = {**defaults, **arguments}
-    params_from_arguments({name: value for name, value in merged.items() if SEPARATOR in name}, source="run parameters")
+    params = with_values(base, values, "run parameters")
+    arguments = parameter_defaults(params, sections, [param_name(key) for key in run_keys])
+    arguments.update(cluster)
     return {name: value for name, value in arguments.items() if value != defaults.get(name)}
 
 

@@ -21,7 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipelines import PipelineError
-from pipelines.params import _kind_of
+from pipelines.params import kind_of
 from pipelines.pipeline import TELEMETRY_OFF, stage_resources
 from pipelines.trainjob import (
     PARAMS_FILE,
@@ -91,7 +91,7 @@ def load_sweep(path: Path, params: Params) -> Sweep:
         raise PipelineError(f"{path}: {problems}") from None
     for key, space in sweep.parameters.items():
         try:
-            kind = _kind_of(key)
+            kind = kind_of(key)
             if space.values is None and kind not in ("int", "float"):
                 raise ParamsError(f"{key} is a {kind}: give values: [...], not min/max")
             probes = space.values if space.values is not None else [space.min, space.max]
@@ -105,7 +105,7 @@ def load_sweep(path: Path, params: Params) -> Sweep:
 
 
 def _parameter_spec(key: str, space: SearchSpace) -> dict[str, Any]:
-    kind = _kind_of(key)
+    kind = kind_of(key)
     if space.values is not None:
         numeric = kind in ("int", "float")
         return {

@@ -23,7 +23,7 @@ import os
 import re
 import shlex
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -92,17 +92,6 @@ class Stage:
     inputs: tuple[StageInput, ...]
     outputs: tuple[StageOutput, ...]
     derived: tuple[DerivedOutput, ...] = field(default=())
-
-    def to_json_dict(self) -> dict[str, Any]:
-        """What :mod:`pipelines.runtime` needs inside the pod (embedded in the component)."""
-        return {
-            "stage": self.name,
-            "module": self.module,
-            "sections": list(self.sections),
-            "args": [{key: value for key, value in asdict(arg).items() if value != ""} for arg in self.args],
-            "outputs": {output.name: output.type_name for output in self.outputs},
-            "derived": [asdict(item) for item in self.derived],
-        }
 
 
 def _resolve(text: str, variables: Mapping[str, Any], where: str) -> str:

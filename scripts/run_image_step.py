@@ -2,7 +2,7 @@
 
     python scripts/run_image_step.py --image signflow:dev-cpu                  # the download step
     python scripts/run_image_step.py --image signflow:dev-cpu --step download --out /tmp/step \\
-        --set data__synthetic__num_glosses=2 --set data__synthetic__repetitions=1
+        --set 'params_data={source: synthetic, synthetic: {num_glosses: 2, repetitions: 1}}'
 
 What a KFP v2 pod does, and what this does instead:
 
@@ -103,6 +103,8 @@ def executor_input(spec: dict[str, Any], step: str, overrides: dict[str, Any], r
             value = root_parameters[binding["componentInputParameter"]].get("defaultValue")
         elif "runtimeValue" in binding:
             value = binding["runtimeValue"]["constant"]
+        elif "defaultValue" in definition:  # an input the task leaves unset: the component's default
+            value = definition["defaultValue"]
         else:
             raise ValueError(f"step {step}: parameter {name} comes from another task; pass it with --set")
         values[name] = _typed(value, definition["parameterType"], name)

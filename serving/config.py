@@ -42,6 +42,13 @@ class ServingConfig:
     def serve(self):  # noqa: ANN201 - ServeParams, kept short for the decorators
         return self.params.serve
 
+    def api_key(self) -> str | None:
+        """The key clients must send, from the env variable ``serve.api_key_env`` names; None = no key."""
+        name = self.params.serve.api_key_env
+        if not name:
+            return None
+        return os.environ.get(name) or None
+
 
 def _find(relative: Path, env: str) -> Path | None:
     if os.environ.get(env):

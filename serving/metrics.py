@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,3 +133,25 @@ def drift_gauge() -> Any:
         "PSI of recent predictions vs the evaluation reference (max over live workers)",
         multiprocess_mode="livemax",
     )
+
+
+def start_series(endpoints: Sequence[str], glosses: Sequence[str]) -> None:
+    """Create, at 0, every series the dashboards divide or take quantiles of, so the first requests
+    show up as a rise (``rate()`` cannot see the increment that creates a series)."""
+    m = metrics()
+    for endpoint in endpoints:
+        for stage in STAGES:
+            m.stage_latency.labels(endpoint=endpoint, stage=stage)
+    for gloss in glosses:
+        m.predictions.labels(gloss=gloss)
+        m.confidence_by_gloss.labels(gloss=gloss)
+
+
+def observe_prediction(gloss: str, confidence: float, low_confidence: bool) -> None:
+    """One answer's top-1 gloss and probability (per-gloss counts, confidence histogram, low-confidence count)."""
+    m = metrics()
+    m.predictions.labels(gloss=gloss).inc()
+    m.confidence_by_gloss.labels(gloss=gloss).inc(confidence)
+    m.top1_confidence.observe(confidence)
+    if low_confidence:
+        m.low_confidence.inc()

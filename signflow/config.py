@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from signflow import archs
+
 DEFAULT_PARAMS_PATH = Path("params.yaml")
 
 
@@ -80,17 +82,29 @@ class LocalSourceParams(StrictModel):
     max_archive_bytes: int = Field(64 * 1024**3, ge=1, description="uncompressed size limit")
 
 
+class DvcSourceParams(StrictModel):
+    """A ``data/raw`` folder versioned in a DVC project (read from its remote, as ``dvc get`` does)."""
+
+    repo: str | None = Field(None, description="git URL or local path of the DVC project")
+    path: str = Field("data/raw", description="the data/raw folder inside that project")
+    rev: str | None = Field(None, description="git branch, tag or commit; null = the default branch")
+    remote: str | None = Field(None, description="DVC remote name in that project; null = its default remote")
+
+
 class DataParams(StrictModel):
-    source: Literal["synthetic", "wlasl", "local"] = "synthetic"
+    source: Literal["synthetic", "wlasl", "local", "dvc"] = "synthetic"
     seed: int = 0
     synthetic: SyntheticSourceParams = SyntheticSourceParams()
     wlasl: WlaslSourceParams = WlaslSourceParams()
     local: LocalSourceParams = LocalSourceParams()
+    dvc: DvcSourceParams = DvcSourceParams()
 
     @model_validator(mode="after")
-    def _local_needs_path(self) -> DataParams:
+    def _source_needs_location(self) -> DataParams:
         if self.source == "local" and not self.local.path:
             raise ValueError("data.local.path is required when data.source is 'local'")
+        if self.source == "dvc" and not self.dvc.repo:
+            raise ValueError("data.dvc.repo is required when data.source is 'dvc'")
         return self
 
 
@@ -144,9 +158,6 @@ class ExtractParams(StrictModel):
 
 # --------------------------------------------------------------------------- model / train / evaluate
 
-Arch = Literal["cnn_lstm", "r3d_18", "r2plus1d_18", "landmark_lstm", "landmark_gcn"]
-
-
 class CnnLstmParams(StrictModel):
     backbone: Literal["small_cnn", "mobilenet_v2"] = "small_cnn"
     freeze: Literal["none", "all", "last_n"] = Field("none", description="last_n: train only the last N blocks")
@@ -180,7 +191,8 @@ class LandmarkModelParams(StrictModel):
 
 
 class ModelParams(StrictModel):
-    arch: Arch = "cnn_lstm"
+    # Any name in the arch registry, checked when validated (so an arch registered later counts too).
+    arch: str = Field("cnn_lstm", description=f"one of: {', '.join(archs.names())}")
     pretrained: bool = Field(False, description="load ImageNet/Kinetics weights (offline cache or weights_path)")
     weights_path: str | None = Field(None, description="explicit backbone weights file")
     weights_url: str | None = Field(
@@ -192,6 +204,12 @@ class ModelParams(StrictModel):
     dropout: float = Field(0.3, ge=0.0, lt=1.0)
     cnn_lstm: CnnLstmParams = CnnLstmParams()
     landmark: LandmarkModelParams = LandmarkModelParams()
+
+    @field_validator("arch")
+    @classmethod
+    def _registered_arch(cls, arch: str) -> str:
+        archs.get(arch)  # UnknownArchError (a ValueError) lists the known ones
+        return arch
 
 
 class EarlyStoppingParams(StrictModel):

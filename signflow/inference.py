@@ -1,16 +1,23 @@
-"""Inference: a trained model folder -> glosses for videos, frames or stored clips.
+"""Inference: a trained model folder -> logits and top-k glosses for stored clips.
 
-:class:`Predictor` is the one path from pixels to probabilities outside training:
-the evaluate stage scores the test split through :meth:`Predictor.logits`, and the
-service's model worker calls the same :meth:`Predictor.logits` on clips its API worker
-prepared with :mod:`signflow.preprocess` (the extract stage's code), so a served clip goes
-through exactly the code that produced the reported metrics.
+:class:`Predictor` loads ``model.pt`` (weights, arch, label map, input config and the feature spec
+it was trained with, :mod:`signflow.feature_spec`) and scores *stored clips*, the extract stage's output, with
+:meth:`Predictor.logits`: :func:`signflow.sampling.clip_indices` picks ``seq_len`` frames (with
+``clips > 1``, several evenly spaced windows whose logits are averaged), then
+:func:`signflow.transforms.to_model_input` and the network.
 
-Pipeline for one video: :func:`signflow.preprocess.decode_to_stored` (crop, resize,
-``stored_frames`` uniform frames; the extract stage's own code and feature spec, saved
-in the model file) -> :func:`signflow.sampling.clip_indices` (``seq_len`` frames; with
-``clips > 1`` several evenly spaced windows whose logits are averaged) ->
-:func:`signflow.transforms.to_model_input` -> the network.
+Who calls what:
+
+* evaluate: :func:`signflow.evaluation.predict_split` feeds the extracted shards to :meth:`Predictor.logits`.
+* the service: its model worker (``serving.service.SignflowModel``) calls only :meth:`Predictor.logits`,
+  with evaluate's ``clips``. Its API worker makes the stored clips itself (:mod:`serving.clips`:
+  :func:`signflow.preprocess.decode_to_stored` / :func:`~signflow.preprocess.frames_to_stored` with
+  the Bento's feature spec, or the landmark preprocessor), the extract stage's code, so a
+  served clip goes through the code that produced the reported metrics.
+* package: the latency tie-break (:mod:`signflow.packaging.latency`) times :meth:`Predictor.logits`.
+* :meth:`Predictor.preprocess_video`, :meth:`~Predictor.preprocess_frames`, :meth:`~Predictor.predict`
+  and :meth:`~Predictor.predict_video` (decode + preprocess + top-k in one process) serve benchmarks,
+  tests and scripts; the service does not call them.
 """
 
 from __future__ import annotations

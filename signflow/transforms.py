@@ -20,20 +20,14 @@ already mixed-handed.
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
+from signflow import archs
 from signflow.config import AugmentParams
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-# torchvision's video models were trained with these (Kinetics-400 statistics).
-KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
-KINETICS_STD = (0.22803, 0.22145, 0.216989)
 
 
 class InputConfig(BaseModel):
@@ -43,19 +37,13 @@ class InputConfig(BaseModel):
 
     mean: tuple[float, float, float] | None = Field(None, description="per-channel mean on the 0..1 scale")
     std: tuple[float, float, float] | None = None
-    layout: Literal["TCHW", "CTHW", "TJC"] = "TCHW"
+    layout: archs.Layout = "TCHW"
 
 
 def input_config_for(arch: str) -> InputConfig:
-    """ImageNet statistics for 2D backbones, Kinetics for 3D ones, none for landmarks."""
-    from signflow.models import input_layout
-
-    layout = input_layout(arch)
-    if layout == "TCHW":
-        return InputConfig(mean=IMAGENET_MEAN, std=IMAGENET_STD, layout=layout)
-    if layout == "CTHW":
-        return InputConfig(mean=KINETICS_MEAN, std=KINETICS_STD, layout=layout)
-    return InputConfig(layout=layout)
+    """The arch's registry entry: its layout and the statistics its pretrained trunk saw (none for landmarks)."""
+    spec = archs.get(arch)
+    return InputConfig(mean=spec.mean, std=spec.std, layout=spec.layout)
 
 
 def to_model_input(stored: np.ndarray | torch.Tensor, cfg: InputConfig) -> torch.Tensor:

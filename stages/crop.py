@@ -8,39 +8,35 @@ Run:     ``python -m stages.crop --params params.yaml --raw data/raw --split dat
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 from pathlib import Path
 
 from signflow import crop, splits
 from signflow.config import ParamsError
-from signflow.stage_params import load_stage_params
+from signflow.stage_cli import StageCli
 
 log = logging.getLogger("stages.crop")
 
 
 # The params keys this stage reads: exactly its dvc.yaml params (tests/test_dvc_deps.py).
 PARAMS = ("crop",)
+CLI = StageCli("crop", PARAMS, __doc__)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml", help="params file (reads the 'crop' section)")
+    parser = CLI.parser()
     parser.add_argument("--raw", required=True, help="download output folder (videos)")
     parser.add_argument("--split", required=True, help="split output folder (manifest.csv)")
     parser.add_argument("--out", required=True, help="output folder for plans.jsonl and skipped.csv")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = CLI.parse(parser, argv)
 
     try:
-        params = load_stage_params(args.params, "crop", PARAMS).crop
+        params = CLI.params(args).crop
         if not Path(args.raw).is_dir():
             raise FileNotFoundError(f"{args.raw}: raw data folder not found; run the download stage first")
         records = splits.read_manifest(Path(args.split) / splits.MANIFEST_NAME)
     except (ParamsError, FileNotFoundError, ValueError) as error:
-        print(f"crop: error: {error}", file=sys.stderr)
-        return 2
+        return CLI.fail(error)
 
     summary = crop.write_plans(crop.plan_all(records, args.raw, params), args.out)
     if summary["skipped"]:

@@ -16,28 +16,26 @@ hard-linked (or copied) from that cache.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import shutil
-import sys
 from pathlib import Path
 
 from signflow import atomic
 from signflow.config import ParamsError
-from signflow.stage_params import load_stage_params
 from signflow.index import IndexFormatError
 from signflow.sources import SourceError, run_download
+from signflow.stage_cli import StageCli
 
 log = logging.getLogger("stages.download")
 
 
 # The params keys this stage reads: exactly its dvc.yaml params (tests/test_dvc_deps.py).
 PARAMS = ("data",)
+CLI = StageCli("download", PARAMS, __doc__)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml", help="params file (reads the 'data' section)")
+    parser = CLI.parser()
     parser.add_argument("--out", required=True, help="output folder (data/raw)")
     parser.add_argument("--report", default=None, help="metrics json: counts by status")
     parser.add_argument(
@@ -45,12 +43,11 @@ def main(argv: list[str] | None = None) -> int:
         default="data/.download-cache",
         help="persistent WLASL download cache, outside the DVC output (resumable downloads)",
     )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = CLI.parse(parser, argv)
 
     out = Path(args.out)
     try:
-        params = load_stage_params(args.params, "download", PARAMS).data
+        params = CLI.params(args).data
         # Leftovers of a killed run of this stage only (other stages' temporaries are not ours).
         for pattern in (f"{atomic.TMP_PREFIX}{out.name}.*", ".extract-*"):
             for leftover in out.parent.glob(pattern):
@@ -58,9 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         with atomic.atomic_path(out, is_dir=True) as tmp:
             summary = run_download(params, tmp, cache_dir=args.cache_dir)
     except (ParamsError, IndexFormatError, SourceError, OSError) as error:
-        message = str(error).replace("\n", "; ")
-        print(f"download: error: {message}", file=sys.stderr)
-        return 2
+        return CLI.fail(error)
     if args.report:
         atomic.write_json(args.report, summary)
     print(

@@ -16,24 +16,22 @@ so served and evaluated logits come from the same code.
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 from pathlib import Path
 
 from signflow.config import ParamsError
-from signflow.stage_params import load_stage_params
+from signflow.stage_cli import StageCli
 
 log = logging.getLogger("stages.evaluate")
 
 
 # The params keys this stage reads: exactly its dvc.yaml params (tests/test_dvc_deps.py).
 PARAMS = ("evaluate",)
+CLI = StageCli("evaluate", PARAMS, __doc__)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stages.evaluate", description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml", help="params file (reads 'evaluate')")
+    parser = CLI.parser()
     parser.add_argument("--features", required=True, help="extract output folder (per-split shards)")
     parser.add_argument("--model", required=True, help="train output folder (model.pt) or a model file")
     parser.add_argument("--out", required=True, help="report folder")
@@ -43,8 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         help="split stage's manifest.csv (video_id, signer, split): adds per-signer accuracy",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs, CI)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = CLI.parse(parser, argv)
 
     # torch is slow to import and not needed for --help or a params typo.
     from signflow import evaluation
@@ -52,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     from signflow.inference import Predictor
 
     try:
-        params = load_stage_params(args.params, "evaluate", PARAMS).evaluate
+        params = CLI.params(args).evaluate
         device = select_device(params.device, setting="evaluate.device")
         predictor = Predictor.load(args.model, device=device)
         predictions = {}
@@ -80,8 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             extra_metrics=honest,
         )  # fmt: skip
     except (ParamsError, FileNotFoundError, ValueError) as error:
-        print(f"evaluate: error: {error}", file=sys.stderr)
-        return 2
+        return CLI.fail(error)
 
     names = ("top1", "top5", "per_class_top1", "macro_f1", "coverage", "accepted_top1")
     summary_keys = [f"{split}_{name}" for split in predictions for name in names]

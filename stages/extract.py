@@ -12,27 +12,25 @@ Run:     ``python -m stages.extract --params params.yaml --raw data/raw --crop d
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
-import sys
 from pathlib import Path
 
 from signflow import atomic, crop, preprocess
 from signflow.config import ParamsError
 from signflow.feature_spec import RgbFeatureSpec
-from signflow.stage_params import load_stage_params
+from signflow.stage_cli import StageCli
 
 log = logging.getLogger("stages.extract")
 
 
 # The params keys this stage reads: exactly its dvc.yaml params (tests/test_dvc_deps.py).
 PARAMS = ("extract", "crop", "landmarks")
+CLI = StageCli("extract", PARAMS, __doc__)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml", help="params file (reads 'extract' and 'crop')")
+    parser = CLI.parser()
     parser.add_argument("--raw", required=True, help="download output folder (videos)")
     parser.add_argument("--crop", required=True, help="crop output folder (plans.jsonl)")
     parser.add_argument("--out", required=True, help="output folder for the per-split shards")
@@ -44,18 +42,16 @@ def main(argv: list[str] | None = None) -> int:
         "'' = none",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs, CI)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = CLI.parse(parser, argv)
 
     try:
-        params = load_stage_params(args.params, "extract", PARAMS)
+        params = CLI.params(args)
         if not Path(args.raw).is_dir():
             raise FileNotFoundError(f"{args.raw}: raw data folder not found; run the download stage first")
         plans_path = Path(args.crop) / crop.PLANS_NAME
         plans = [dataclasses.asdict(plan) for plan in crop.read_plans(plans_path)]
     except (ParamsError, FileNotFoundError, ValueError) as error:
-        print(f"extract: error: {error}", file=sys.stderr)
-        return 2
+        return CLI.fail(error)
 
     if params.extract.representation == "landmarks":
         # Helper process pool in its own venv (MediaPipe); same plans, same output layout.
@@ -71,8 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                 cache_dir=args.landmark_cache or None,
             )
         except landmarks.LandmarkEnvError as error:  # no .venv-landmarks: one line saying how to make it
-            print(f"extract: error: {error}", file=sys.stderr)
-            return 2
+            return CLI.fail(error)
     else:
         summary = preprocess.extract_features(
             plans,
@@ -90,9 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     per_split = summary.get("per_split", summary.get("written", {}))
     if plans and not any(per_split.values()):
         # Every video failed: no point handing empty shards to training (DVC keeps the old outputs).
-        print(f"extract: error: none of the {len(plans)} planned videos could be extracted; see {skipped_csv}",
-              file=sys.stderr)
-        return 1
+        return CLI.fail(f"none of the {len(plans)} planned videos could be extracted; see {skipped_csv}", code=1)
     if summary.get("skipped"):
         log.warning("%d videos skipped; see %s", summary["skipped"], skipped_csv)
     print(

@@ -2,7 +2,7 @@
 
 Inputs:  ``--models`` (``model.pt``, ``preprocess.json`` of the current run), ``--metrics``
          (``reports/evaluate/metrics.json``), optional ``--drift-reference`` (shipped with the model),
-         the run folders in ``package.candidates`` and the DVC experiments (``dvc exp show``).
+         the run folders in ``package.candidates`` and the finished DVC experiments (``dvc.api.exp_show``).
 Outputs: ``--out`` (``reports/package.json``): the model tag, the winner and why it won, the ranking.
          The model itself goes to the BentoML store (``$BENTOML_HOME``, default ``~/bentoml``),
          outside the repo; the service serves the tag recorded here.
@@ -15,35 +15,32 @@ Run:     ``python -m stages.package --params params.yaml --models models --metri
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 from pathlib import Path
 
 from signflow import packaging
 from signflow.config import ParamsError
-from signflow.stage_params import load_stage_params
+from signflow.stage_cli import StageCli
 
 log = logging.getLogger("stages.package")
 
 
 # The params keys this stage reads: exactly its dvc.yaml params (tests/test_dvc_deps.py).
 PARAMS = ("package", "evaluate.clips")
+CLI = StageCli("package", PARAMS, __doc__)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml", help="params file (reads the 'package' section)")
+    parser = CLI.parser()
     parser.add_argument("--models", required=True, help="the current run's model folder (model.pt)")
     parser.add_argument("--metrics", required=True, help="the current run's evaluate metrics.json")
     parser.add_argument("--drift-reference", default=None, help="drift reference JSON to ship with the model")
     parser.add_argument("--out", required=True, help="record of the choice (reports/package.json)")
     parser.add_argument("--export", default=None, help="folder for the exported model (model.bentomodel)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = CLI.parse(parser, argv)
 
     try:
-        params = load_stage_params(args.params, "package", PARAMS)
+        params = CLI.params(args)
         record = packaging.package(
             params,
             model_dir=Path(args.models),
@@ -54,8 +51,7 @@ def main(argv: list[str] | None = None) -> int:
             export=Path(args.export) if args.export else None,
         )
     except (ParamsError, packaging.PackagingError, FileNotFoundError, ValueError) as error:
-        print(f"package: error: {error}", file=sys.stderr)
-        return 2
+        return CLI.fail(error)
 
     print(packaging.candidate_table(record))
     print(f"package: saved {record['model_tag']}: {record['reason']}")

@@ -8,42 +8,38 @@ Run:     ``python -m stages.split --params params.yaml --raw data/raw --out data
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 from pathlib import Path
 
 from signflow import atomic, splits
 from signflow.config import ParamsError
-from signflow.stage_params import load_stage_params
 from signflow.index import IndexFormatError, load_index
+from signflow.stage_cli import StageCli
 
 log = logging.getLogger("stages.split")
 
 
 # The params keys this stage reads: exactly its dvc.yaml params (tests/test_dvc_deps.py).
 PARAMS = ("split",)
+CLI = StageCli("split", PARAMS, __doc__)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml", help="params file (reads the 'split' section)")
+    parser = CLI.parser()
     parser.add_argument("--raw", required=True, help="download output folder (index.json + videos)")
     parser.add_argument("--out", required=True, help="output folder for manifest.csv and label_map.json")
     parser.add_argument("--report", required=True, help="metrics json: counts per split and per class")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = CLI.parse(parser, argv)
 
     try:
-        params = load_stage_params(args.params, "split", PARAMS).split
+        params = CLI.params(args).split
         raw = Path(args.raw)
         if not (raw / "index.json").is_file():
             raise FileNotFoundError(f"{raw / 'index.json'} not found; run the download stage first")
         entries, missing = splits.drop_missing_files(load_index(raw / "index.json"), raw)
         result = splits.split_index(entries, params, base_dir=Path(args.params).resolve().parent)
     except (ParamsError, IndexFormatError, splits.SplitError, FileNotFoundError) as error:
-        print(f"split: error: {error}", file=sys.stderr)
-        return 2
+        return CLI.fail(error)
 
     result.report["missing_on_disk"] = len(missing)
     splits.write_outputs(result, args.out)

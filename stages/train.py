@@ -28,22 +28,19 @@ same params and data (``--resume auto``); ``--resume never`` starts fresh and
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
-import sys
 
 from signflow.config import ParamsError
-from signflow.stage_params import load_stage_params
-
+from signflow.stage_cli import StageCli
 
 # The params keys this stage reads: exactly its dvc.yaml params (tests/test_dvc_deps.py).
 PARAMS = ("model", "train")
+CLI = StageCli("train", PARAMS, __doc__)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stages.train", description=__doc__.split("\n")[0])
-    parser.add_argument("--params", default="params.yaml")
+    parser = CLI.parser()
     parser.add_argument("--features", required=True, help="extract stage output folder")
     parser.add_argument("--labels", required=True, help="split stage label_map.json")
     parser.add_argument("--out", required=True, help="model output folder")
@@ -53,28 +50,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", default=None, help="weights stage output (model.pretrained: true)")
     parser.add_argument("--resume", default="auto", help="auto | never | path to a last.pt")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bars (CI logs)")
-    args = parser.parse_args(argv)
-
     rank = int(os.environ.get("RANK", "0"))
-    logging.basicConfig(
-        level=logging.INFO if rank == 0 else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    args = CLI.parse(parser, argv, log_level=logging.INFO if rank == 0 else logging.WARNING)
     # Imported after logging is set up; torch import is slow and not needed for --help.
     from signflow.training.checkpoint import CheckpointError
     from signflow.training.data import DataError
     from signflow.training.run import TrainPaths, train
 
     try:
-        params = load_stage_params(args.params, "train", PARAMS)
+        params = CLI.params(args)
         paths = TrainPaths(
             features=args.features, label_map=args.labels, out=args.out, live=args.live,
             checkpoints=args.checkpoints, feature_cache=args.feature_cache, weights=args.weights,
         )  # fmt: skip
         result = train(params.model, params.train, paths, resume=args.resume, progress=not args.no_progress)
     except (ParamsError, DataError, CheckpointError, FileNotFoundError) as error:
-        print(f"train: {error}", file=sys.stderr)
-        return 2
+        return CLI.fail(error)
     if rank == 0:
         s = result.summary
         print(

@@ -29,15 +29,16 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+import yaml
 from kfp.dsl import executor as kfp_executor
 from kfp.dsl import utils as kfp_utils
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = {  # 2 glosses x 3 signers (train, val, test) x 1 repetition of 8 small frames
-    "data__synthetic__num_glosses": 2, "data__synthetic__signers": 3, "data__synthetic__repetitions": 1,
-    "data__synthetic__frames": 8, "data__synthetic__lead_frames": 1, "data__synthetic__height": 32,
-    "data__synthetic__width": 32, "data__synthetic__num_workers": 1,
-}
+TINY = {  # 2 glosses x 3 signers (train, val, test) x 1 repetition of 8 small frames: the data section's text
+    "params_data": yaml.safe_dump({"source": "synthetic", "synthetic": {
+        "num_glosses": 2, "signers": 3, "repetitions": 1, "frames": 8, "lead_frames": 1, "height": 32, "width": 32,
+        "num_workers": 1}}),
+}  # fmt: skip
 
 
 def _script() -> ModuleType:
@@ -100,12 +101,13 @@ def test_executor_input_rejects_unknown_steps_and_parameters() -> None:
     spec = step.load_spec()
     with pytest.raises(ValueError, match="unknown step 'downlaod'"):
         step.executor_input(spec, "downlaod", {}, run_id="r1")
-    with pytest.raises(ValueError, match="has no parameter data__synthetic__glosses"):
-        step.executor_input(spec, "download", {"data__synthetic__glosses": 2}, run_id="r1")
-    with pytest.raises(ValueError, match="data__synthetic__frames: 2.5 is not an integer"):
-        step.executor_input(spec, "download", {"data__synthetic__frames": 2.5}, run_id="r1")
+    with pytest.raises(ValueError, match="has no parameter params_dta"):
+        step.executor_input(spec, "download", {"params_dta": "source: synthetic"}, run_id="r1")
+    with pytest.raises(ValueError, match="train__epochs: 2.5 is not an integer"):
+        step.executor_input(spec, "train", {"train__epochs": 2.5}, run_id="r1")
     values = step.executor_input(spec, "download", TINY, run_id="r1")["inputs"]["parameterValues"]
-    assert values["data__synthetic__num_glosses"] == 2 and values["data__source"] == "synthetic"
+    data = yaml.safe_load(values["params_data"])
+    assert data["synthetic"]["num_glosses"] == 2 and data["source"] == "synthetic"
 
 
 def test_local_paths_follow_kfp() -> None:

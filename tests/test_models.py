@@ -22,7 +22,7 @@ from signflow.models import (
     save_model_file,
 )
 from signflow.models.cnn_lstm import SmallCNN
-from signflow.models.weights import PRETRAINED, WeightsNotFoundError, cache_path
+from signflow.models.weights import WeightsNotFoundError, cache_path, weights_for
 
 NUM_CLASSES = 7
 
@@ -121,7 +121,7 @@ def test_video3d_forward_backward_shape_and_count(arch: str, builder) -> None:
     kinetics = builder(weights=None)  # same trunk, 400-way fc replaced by our head
     expected = numel(kinetics) - numel(kinetics.fc) + 512 * NUM_CLASSES + NUM_CLASSES
     assert count_parameters(model) == expected
-    assert PRETRAINED[arch].meta["num_params"] == numel(kinetics)
+    assert weights_for(arch).meta["num_params"] == numel(kinetics)
     groups = param_groups(model)
     assert sum(p.numel() for p in groups["head"]) == 512 * NUM_CLASSES + NUM_CLASSES
     assert sum(p.numel() for p in groups["backbone"]) == expected - (512 * NUM_CLASSES + NUM_CLASSES)
@@ -194,7 +194,7 @@ def test_check_fit_accepts_defaults() -> None:
 def test_missing_pretrained_weights_say_where_to_put_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     where = tmp_path / "torch" / "hub" / "checkpoints" / "r3d_18-b3b3357e.pth"
-    assert cache_path(PRETRAINED["r3d_18"]) == where
+    assert cache_path(weights_for("r3d_18")) == where
     url = "https://download.pytorch.org/models/r3d_18-b3b3357e.pth"
     with pytest.raises(WeightsNotFoundError, match=re.escape(f"put the file from {url} at {where}")):
         build_model(ModelParams(arch="r3d_18", pretrained=True), NUM_CLASSES, seq_len=8, frame_size=32)
@@ -212,7 +212,7 @@ def test_pretrained_mobilenet_loads_from_torch_home(tmp_path: Path, monkeypatch:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     torch.manual_seed(1)
     reference = mobilenet_v2(weights=None)  # full model, classifier included, like the real file
-    path = cache_path(PRETRAINED["mobilenet_v2"])
+    path = cache_path(weights_for("mobilenet_v2"))
     path.parent.mkdir(parents=True)
     torch.save(reference.state_dict(), path)
     model = build_model(

@@ -13,7 +13,7 @@ import yaml
 
 from serving.config import RECORD_ENV, TAG_ENV, load_config
 from signflow import packaging
-from signflow.packaging import Candidate, PackagingError, choose, experiment_rows, metric_value
+from signflow.packaging import Candidate, PackagingError, choose, finished_experiments, metric_value
 from tiny_model import GLOSSES, make_model_dir, make_run
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -81,23 +81,69 @@ def test_candidates_without_the_metric_are_skipped_and_none_left_is_an_error() -
         choose([_candidate("a", None)], "test_top1")
 
 
-def test_experiment_rows_reads_dvc_exp_show_json() -> None:
-    # The shape `dvc exp show --json` prints (dvc 3): baselines with their experiments' revs.
-    exp_show = [
-        {"rev": "workspace", "name": None, "data": {"metrics": {"reports/evaluate/metrics.json": {"data": {"test_top1": 0.5}}}}},
-        {
-            "rev": "abc123",
-            "name": "main",
-            "data": {"metrics": {"reports/evaluate/metrics.json": {"data": {"test_top1": 0.4}}}},
-            "experiments": [
-                {"revs": [{"rev": "e1", "name": "tidy-lamb", "data": {"metrics": {"reports/evaluate/metrics.json": {"data": {"test_top1": 0.9}}}}}]},
-                {"revs": [{"rev": "e2", "name": "broken", "error": {"msg": "failed"}, "data": {}}]},
-                {"revs": [{"rev": "e3", "name": "no-metrics", "data": {"metrics": {}}}]},
-            ],
-        },
+def test_finished_experiments_reads_dvc_api_exp_show_rows() -> None:
+    # The rows `dvc.api.exp_show` returns (dvc 3): each baseline (and the workspace), then its experiments.
+    rows = [
+        {"Experiment": None, "rev": "workspace", "typ": "baseline", "State": None, "test_top1": 0.5},
+        {"Experiment": None, "rev": "main", "typ": "baseline", "State": None, "test_top1": 0.4},
+        {"Experiment": "tidy-lamb", "rev": "e1e1e1e", "typ": "branch_commit", "State": None, "test_top1": 0.9},
+        {"Experiment": "broken", "rev": "e2e2e2e", "typ": "branch_commit", "State": "Failed", "test_top1": None},
+        {"Experiment": "waiting", "rev": "e3e3e3e", "typ": "branch_commit", "State": "Queued", "test_top1": None},
+        {"Experiment": "from-queue", "rev": "e4e4e4e", "typ": "branch_base", "State": "Success", "test_top1": 0.7},
     ]
-    rows = experiment_rows(exp_show, "reports/evaluate/metrics.json")
-    assert rows == [{"rev": "e1", "name": "tidy-lamb", "metrics": {"test_top1": 0.9}}]
+    assert finished_experiments(rows) == [("tidy-lamb", "e1e1e1e"), ("from-queue", "e4e4e4e")]
+
+
+def test_a_flat_metric_name_wins_over_the_same_name_nested() -> None:
+    assert metric_value({"test_top1": 0.5, "test": {"top1": 0.25}}, "test.top1") == 0.5
+    assert metric_value({"test": {"top1": 0.25, "top5": 0.5}}, "test_top5") == 0.5
+    assert metric_value({"test": {"top1": 0.25}}, "val_top1") is None
+
+
+def _git_env(tmp_path: Path) -> dict[str, str]:
+    bin_dir = Path(sys.executable).parent
+    return {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml"), "BENTOML_DO_NOT_TRACK": "True",
+            "DO_NOT_TRACK": "1", "DVC_NO_ANALYTICS": "1", "PYTHONPATH": f"{REPO_ROOT}:{REPO_ROOT / 'tests'}",
+            "PATH": f"{bin_dir}:{os.environ['PATH']}", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
+
+
+@pytest.mark.slow  # real git + dvc exp run: ~8 s
+@pytest.mark.timeout(120)
+def test_experiment_candidates_carry_each_experiments_own_metrics_file(tmp_path: Path) -> None:
+    """A real DVC repo: another metrics file with the same name must not leak into the candidate."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    env = _git_env(tmp_path)
+
+    def run(*args: str) -> None:
+        result = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True, timeout=120, check=False)
+        assert result.returncode == 0, f"{args}: {result.stdout[-1500:]}{result.stderr[-1500:]}"
+
+    (repo / "params.yaml").write_text("train:\n  seed: 1\n")
+    (repo / "make.py").write_text(
+        "import json, yaml\n"
+        "seed = yaml.safe_load(open('params.yaml'))['train']['seed']\n"
+        "json.dump({'test': {'top1': seed / 10}, 'samples': 3}, open('metrics.json', 'w'))\n"
+        "json.dump({'test_top1': 7}, open('other.json', 'w'))\n"
+    )
+    (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"evaluate": {
+        "cmd": "python make.py", "deps": ["make.py"], "params": ["train.seed"],
+        "metrics": [{"metrics.json": {"cache": False}}, {"other.json": {"cache": False}}],
+    }}}))  # fmt: skip
+    assert packaging.experiment_candidates(repo, "metrics.json", repo / "models") == []  # not a DVC repo yet
+    run("git", "init", "-q")
+    run("dvc", "init", "-q")
+    run("dvc", "repro", "-q")
+    run("git", "add", "-A")
+    run("git", "commit", "-qm", "baseline")
+    assert packaging.experiment_candidates(repo, "metrics.json", repo / "models") == []  # no experiment yet
+    run("dvc", "exp", "run", "-q", "-S", "train.seed=9", "--name", "seed-nine")
+
+    [candidate] = packaging.experiment_candidates(repo, "metrics.json", repo / "models")
+    assert (candidate.name, candidate.source) == ("exp:seed-nine", "experiment")
+    assert candidate.metrics == {"test": {"top1": 0.9}, "samples": 3}  # the file itself: ints stay ints
+    assert metric_value(candidate.metrics, "test_top1") == 0.9
 
 
 def test_run_folder_candidate_needs_model_and_metrics(tmp_path: Path) -> None:

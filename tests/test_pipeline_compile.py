@@ -14,18 +14,18 @@ import pytest
 import yaml
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
-from pydantic import BaseModel
 
 from pipelines import PipelineError
 from pipelines import compile as compile_cli
 from pipelines.components import validate_image
 from pipelines.params import (
-    params_file_text,
-    params_from_arguments,
+    parameter_defaults,
     parse_override,
-    pipeline_params,
+    section_text,
+    stage_params_text,
+    with_values,
 )
-from pipelines.runtime import build_argv, flatten_metrics, markdown_report, read_confusion
+from pipelines.runtime import flatten_metrics, markdown_report, read_confusion
 from pipelines.wiring import load_dvc, select, stages_from_dvc
 from signflow.config import Params, ParamsError, load_params
 
@@ -80,7 +80,7 @@ def test_task_names_equal_dvc_stage_names(spec: pipeline_spec_pb2.PipelineSpec, 
         program = executor["container"]["command"][-1]
         # The step calls the very module dvc.yaml runs, through the shared runtime: no second implementation.
         module = dvc_stages[name]["cmd"].split()[2]
-        assert f"'module': '{module}'" in program and "run_stage(" in program
+        assert f'"{module}"' in program and "run_stage(" in program
 
 
 def test_artifacts_are_typed_and_chained(spec: pipeline_spec_pb2.PipelineSpec) -> None:
@@ -109,24 +109,35 @@ def test_parameters_default_to_params_yaml_and_reach_their_steps(
     params = load_params(REPO / "params.yaml")
     root_inputs = spec.root.input_definitions.parameters
     sections = sorted({str(entry).split(".")[0] for stage in dvc_stages.values() for entry in stage.get("params", [])})
-    expected = {leaf.name: leaf for leaf in pipeline_params(params, sections)}
-    # Besides the params leaves, only the GPU counts of GPU steps (cluster shape, no params.yaml key).
+    run_names = sorted(name for name in root_inputs if "__" in name)
+    assert {"train__epochs", "train__lr", "train__batch_size", "train__seed", "model__arch"} <= set(run_names)
+    expected = parameter_defaults(params, sections, run_names)
+    # Besides the params, only the GPU counts of GPU steps (cluster shape, no params.yaml key).
     assert set(root_inputs) == set(expected) | {"train_gpus", "evaluate_gpus"}
     assert json_format.MessageToDict(root_inputs["train_gpus"].default_value) == params.kubeflow.resources["train"].gpus
-    for name, leaf in expected.items():
-        assert json_format.MessageToDict(root_inputs[name].default_value) == leaf.default, name
+    for name, default in expected.items():
+        assert json_format.MessageToDict(root_inputs[name].default_value) == default, name
+    # The section texts are params.yaml's sections (nulls as YAML null), less the run parameters.
+    train_text = yaml.safe_load(expected["params_train"])
+    assert "epochs" not in train_text and train_text["backbone_lr"] is None and train_text["grad_clip"] == 1.0
+    assert root_inputs["params_train"].parameter_type == pipeline_spec_pb2.ParameterType.STRING
     assert root_inputs["train__lr"].parameter_type == pipeline_spec_pb2.ParameterType.NUMBER_DOUBLE
-    assert root_inputs["extract__seq_len"].parameter_type == pipeline_spec_pb2.ParameterType.NUMBER_INTEGER
-    assert root_inputs["evaluate__splits"].parameter_type == pipeline_spec_pb2.ParameterType.LIST
-    # Each step receives exactly the leaves of the sections its dvc.yaml stage lists (so kfp
-    # caching follows the same dependencies as DVC), each wired from the pipeline parameter.
+    assert root_inputs["train__epochs"].parameter_type == pipeline_spec_pb2.ParameterType.NUMBER_INTEGER
+    assert root_inputs["model__arch"].parameter_type == pipeline_spec_pb2.ParameterType.STRING
+    # ...and the file says so: integer defaults are written as integers, not kfp's 25.0.
+    pipeline, _ = _documents(CHECKED_IN)
+    written = pipeline["root"]["inputDefinitions"]["parameters"]
+    assert type(written["train__epochs"]["defaultValue"]) is int and type(written["train_gpus"]["defaultValue"]) is int
+    assert f"#    train__epochs: int [Default: {params.train.epochs}]" in CHECKED_IN.read_text(encoding="utf-8")
+    # Each step receives exactly the sections its dvc.yaml stage lists (so kfp caching follows the
+    # same dependencies as DVC), each wired from the pipeline parameter.
     for name, stage in dvc_stages.items():
         wanted = {str(entry).split(".")[0] for entry in stage.get("params", [])}
         task_params = spec.root.dag.tasks[name].inputs.parameters
-        got = {key: value for key, value in task_params.items() if "__" in key}
-        assert {key.split("__")[0] for key in got} == wanted, name
+        got = {key: value for key, value in task_params.items() if key.startswith("params_") or "__" in key}
+        assert {key.removeprefix("params_") for key in got if key.startswith("params_")} == wanted, name
+        assert {key.split("__")[0] for key in got if "__" in key} <= wanted, name
         assert all(value.component_input_parameter == key for key, value in got.items())
-        assert len(got) == sum(1 for leaf in expected.values() if leaf.section in wanted)
 
 
 def test_gpu_steps_request_gpus_resources_and_tolerations(
@@ -207,7 +218,7 @@ def test_raw_uri_imports_the_dataset_instead_of_downloading(tmp_path: Path) -> N
     )
     spec = json_format.ParseDict(_documents(out)[0], pipeline_spec_pb2.PipelineSpec())
     tasks = spec.root.dag.tasks
-    assert "download" not in tasks and "data__source" not in spec.root.input_definitions.parameters
+    assert "download" not in tasks and "params_data" not in spec.root.input_definitions.parameters
     importer = spec.deployment_spec["executors"][spec.components[tasks["importer"].component_ref.name].executor_label]
     assert importer["importer"]["artifactUri"]["runtimeParameter"] == "uri"
     assert tasks["importer"].inputs.parameters["uri"].component_input_parameter == "raw_uri"
@@ -270,70 +281,44 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert not out.exists()
 
 
-class _Odd(BaseModel):
-    mapping: dict[str, int] = {"a": 1}
-    rows: list[dict[str, int]] = [{"a": 1}]
-    either: int | str = 1
-
-
-@pytest.mark.parametrize("field", ["mapping", "rows", "either"])
-def test_params_a_pipeline_parameter_cannot_carry_fail_at_compile_time(field: str) -> None:
-    section = type("Section", (BaseModel,), {"__annotations__": {field: _Odd.model_fields[field].annotation}})
-    holder = type("Holder", (BaseModel,), {"__annotations__": {"odd": section}})
-    values = holder(odd=section(**{field: getattr(_Odd(), field)}))
-    with pytest.raises(PipelineError, match=rf"params odd\.{field}: .* cannot be a Kubeflow pipeline parameter"):
-        pipeline_params(values, ["odd"], schema=holder)
-
-
 def test_unknown_params_section_fails_at_compile_time() -> None:
     with pytest.raises(PipelineError, match="unknown section 'trian'"):
-        pipeline_params(Params(), ["trian"])
+        section_text(Params(), "trian")
 
 
 def test_params_round_trip_through_pipeline_arguments() -> None:
-    """Every section a stage reads survives params -> pipeline arguments -> params unchanged."""
+    """Every section a stage reads survives params -> pipeline arguments -> a step's params file unchanged."""
     params = load_params(REPO / "params.yaml")
     sections = sorted({section for stage in stages_from_dvc(load_dvc(REPO / "dvc.yaml")) for section in stage.sections})
     assert {"data", "extract", "train", "model", "evaluate"} <= set(sections)
-    arguments = {leaf.name: leaf.default for leaf in pipeline_params(params, sections)}
-    rebuilt = params_from_arguments(arguments)
+    run_names = ["train__epochs", "train__lr", "model__arch"]
+    arguments = parameter_defaults(params, sections, run_names)
+    texts = {section: arguments[f"params_{section}"] for section in sections}
+    run_values = {name.replace("__", "."): arguments[name] for name in run_names}
+    rebuilt = yaml.safe_load(stage_params_text(texts, run_values))
+    assert set(rebuilt) == set(sections)
     for section in sections:
-        assert getattr(rebuilt, section) == getattr(params, section), section
-    text = params_file_text(arguments, ["train", "model"])
+        assert rebuilt[section] == params.model_dump(mode="json")[section], section
+    text = stage_params_text({"train": texts["train"], "model": texts["model"]}, run_values)
     assert set(yaml.safe_load(text)) == {"train", "model"}
 
 
 def test_overrides_are_typed_and_validated() -> None:
-    assert parse_override("train.lr=0.01") == ("train__lr", 0.01)
-    assert parse_override("train.epochs=3") == ("train__epochs", 3)
-    assert parse_override("train.lr=1") == ("train__lr", 1.0)
-    assert parse_override("data.wlasl.subset=null") == ("data__wlasl__subset", "null")
-    assert parse_override("train.grad_clip=0.5") == ("train__grad_clip", "0.5")
-    assert parse_override("evaluate.splits=[test]") == ("evaluate__splits", ["test"])
+    assert parse_override("train.lr=0.01") == ("train.lr", 0.01)
+    assert parse_override("train__epochs=3") == ("train.epochs", 3)
+    assert parse_override("train.lr=1") == ("train.lr", 1.0)
+    assert parse_override("data.wlasl.subset=null") == ("data.wlasl.subset", None)
+    assert parse_override("train.grad_clip=0.5") == ("train.grad_clip", 0.5)
+    assert parse_override("evaluate.splits=[test]") == ("evaluate.splits", ["test"])
     with pytest.raises(ParamsError, match="train.lrr: unknown parameter"):
         parse_override("train.lrr=1")
     with pytest.raises(ParamsError, match="whole section"):
         parse_override("train.augment=1")
     with pytest.raises(ParamsError, match="expected key.path=value"):
         parse_override("train.lr")
-    name, value = parse_override("data.wlasl.subset=0")
+    key, value = parse_override("data.wlasl.subset=0")
     with pytest.raises(ParamsError, match="data.wlasl.subset"):
-        params_from_arguments({name: value})
-
-
-def test_runtime_builds_argv_from_artifacts(tmp_path: Path) -> None:
-    class Art:
-        def __init__(self, path: Path) -> None:
-            self.path = str(path)
-
-    wiring = next(s for s in stages_from_dvc(load_dvc(REPO / "dvc.yaml")) if s.name == "evaluate").to_json_dict()
-    values = {"features": Art(tmp_path / "f"), "model": Art(tmp_path / "m"), "split": Art(tmp_path / "s"),
-              "evaluate": Art(tmp_path / "o" / "e")}
-    argv = build_argv(wiring, values, tmp_path / "params.yaml")
-    assert argv[:2] == ["--params", str(tmp_path / "params.yaml")]
-    assert argv[argv.index("--model") + 1] == str(tmp_path / "m")
-    assert argv[argv.index("--out") + 1] == str(tmp_path / "o" / "e")
-    assert (tmp_path / "o").is_dir()
+        with_values(Params(), {key: value})
 
 
 def test_runtime_confusion_matrix_and_report(tmp_path: Path) -> None:

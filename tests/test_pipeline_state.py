@@ -1,7 +1,7 @@
 """The train step's state lives outside its Model artifact, and a retried pod resumes from it.
 
-Runs the real train component body (:func:`pipelines.runtime.run_stage` with the wiring compiled
-from ``dvc.yaml`` and real kfp artifact objects), kills it after its first epoch's checkpoint hit
+Runs the real train step (:func:`pipelines.steps.train`, the component body kfp runs, with real kfp
+artifact objects and the parameters the compiled pipeline gives it), kills it after its first epoch's checkpoint hit
 the disk, starts a fresh "pod" (new output folders, same ``$SIGNFLOW_STATE_DIR``) and checks it
 resumes after epoch 1 and ends with exactly the weights of an uninterrupted run.
 """
@@ -15,8 +15,10 @@ import pytest
 import torch
 from kfp import dsl
 
-from pipelines.params import pipeline_params
-from pipelines.runtime import STATE_DIR_ENV, run_stage
+from pipelines.components import interface
+from pipelines.params import parameter_defaults
+from pipelines.runtime import STATE_DIR_ENV
+from pipelines.steps import train as train_step
 from pipelines.wiring import load_dvc, stages_from_dvc
 from signflow.models import read_model_file
 from signflow.training.checkpoint import CheckpointManager
@@ -30,11 +32,11 @@ class PodKilled(Exception):
     """Stands in for the node going away right after an epoch's checkpoint was written."""
 
 
-def _train_values(data: Path, out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+def _train_values(data: Path, out: Path) -> dict[str, Any]:
     (train,) = [stage for stage in stages_from_dvc(load_dvc(REPO / "dvc.yaml")) if stage.name == "train"]
-    wiring = train.to_json_dict()
     params = tiny_params("train.epochs=2")
-    values: dict[str, Any] = {p.name: p.default for p in pipeline_params(params, train.sections)}
+    step = interface(train_step)
+    values: dict[str, Any] = parameter_defaults(params, step.sections, step.run_parameters)
     inputs = {"features": data / "features", "split": data, "weights": data / "weights"}
     for item in train.inputs:
         values[item.name] = dsl.Dataset(name=item.name, uri=str(inputs[item.name]), metadata={})
@@ -43,7 +45,7 @@ def _train_values(data: Path, out: Path) -> tuple[dict[str, Any], dict[str, Any]
     for derived in train.derived:
         values[derived.name] = ARTIFACT_TYPES[derived.type_name](name=derived.name, uri=str(out / derived.name), metadata={})
     values["nproc_per_node"] = 1
-    return wiring, values
+    return values
 
 
 def _weights(values: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -57,8 +59,8 @@ def test_retried_train_pod_resumes_from_state_outside_the_pod(
     make_features(tmp_path, per_class={"train": 3, "val": 1, "test": 1})
     (tmp_path / "weights").mkdir()
     monkeypatch.setenv(STATE_DIR_ENV, str(tmp_path / "pvc-a"))
-    wiring, straight = _train_values(tmp_path, tmp_path / "straight")
-    run_stage(wiring, straight)
+    straight = _train_values(tmp_path, tmp_path / "straight")
+    train_step(**straight)
 
     monkeypatch.setenv(STATE_DIR_ENV, str(tmp_path / "pvc-b"))
     original_save = CheckpointManager.save
@@ -69,16 +71,16 @@ def test_retried_train_pod_resumes_from_state_outside_the_pod(
             raise PodKilled
 
     monkeypatch.setattr(CheckpointManager, "save", save_then_die)
-    _, first_pod = _train_values(tmp_path, tmp_path / "pod-1")
+    first_pod = _train_values(tmp_path, tmp_path / "pod-1")
     with pytest.raises(PodKilled):
-        run_stage(wiring, first_pod)
+        train_step(**first_pod)
     monkeypatch.setattr(CheckpointManager, "save", original_save)
     checkpoints = list((tmp_path / "pvc-b" / "train" / "checkpoints").glob("*/last.pt"))
     assert len(checkpoints) == 1, "the killed pod left its checkpoint on the state volume"
 
     capsys.readouterr()
-    _, retried_pod = _train_values(tmp_path, tmp_path / "pod-2")  # fresh local disk: new output folders
-    run_stage(wiring, retried_pod)
+    retried_pod = _train_values(tmp_path, tmp_path / "pod-2")  # fresh local disk: new output folders
+    train_step(**retried_pod)
     assert "(resumed after 1)" in capsys.readouterr().out
 
     a, b = _weights(straight), _weights(retried_pod)
@@ -95,7 +97,7 @@ def test_without_a_state_volume_checkpoints_stay_out_of_the_artifact(
     make_features(tmp_path, per_class={"train": 2, "val": 1, "test": 1})
     (tmp_path / "weights").mkdir()
     monkeypatch.delenv(STATE_DIR_ENV, raising=False)
-    wiring, values = _train_values(tmp_path, tmp_path / "out")
+    values = _train_values(tmp_path, tmp_path / "out")
     values["train__epochs"] = 1
-    run_stage(wiring, values)
+    train_step(**values)
     assert sorted(p.name for p in Path(values["model"].path).iterdir()) == ["model.pt", "preprocess.json"]

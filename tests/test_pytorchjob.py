@@ -249,8 +249,9 @@ def test_train_step_with_train_nodes_runs_a_pytorchjob_and_collects_its_model(
     from kfp import dsl
 
     from pipelines import multinode
-    from pipelines.params import pipeline_params
-    from pipelines.runtime import run_stage
+    from pipelines.components import interface
+    from pipelines.params import parameter_defaults
+    from pipelines.steps import train as train_step
     from pipelines.wiring import load_dvc, stages_from_dvc
 
     claim = tmp_path / "claim"
@@ -278,8 +279,8 @@ def test_train_step_with_train_nodes_runs_a_pytorchjob_and_collects_its_model(
 
     (train,) = [stage for stage in stages_from_dvc(load_dvc(REPO / "dvc.yaml")) if stage.name == "train"]
     trainjob = {"image": "ghcr.io/x/signflow:1", "kubeflow": params.kubeflow.model_dump(mode="json")}
-    wiring = {**train.to_json_dict(), "trainjob": trainjob}
-    values: dict[str, Any] = {p.name: p.default for p in pipeline_params(params, train.sections)}
+    step = interface(train_step)
+    values: dict[str, Any] = parameter_defaults(params, step.sections, step.run_parameters)
     sources = {"features": inputs / "features", "split": inputs / "split", "weights": inputs / "weights"}
     for item in train.inputs:
         values[item.name] = dsl.Dataset(name=item.name, uri=str(sources[item.name]), metadata={})
@@ -287,11 +288,11 @@ def test_train_step_with_train_nodes_runs_a_pytorchjob_and_collects_its_model(
     for output in [*train.outputs, *train.derived]:
         uri = str(tmp_path / "out" / output.name)
         values[output.name] = classes[output.type_name](name=output.name, uri=uri, metadata={})
-    values.update({"nproc_per_node": 1, "train_nodes": 2})
+    values.update({"nproc_per_node": 1, "train_nodes": 2, "pytorchjob": yaml.safe_dump(trainjob)})
     try:
-        run_stage(wiring, values)
+        train_step(**values)
         # A retried step (same params and inputs) re-attaches to the job instead of starting another.
-        run_stage(wiring, values)
+        train_step(**values)
     finally:
         server.shutdown()
         server.server_close()

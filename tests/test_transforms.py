@@ -6,11 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from signflow.archs import IMAGENET_MEAN, IMAGENET_STD, KINETICS_MEAN
 from signflow.config import AugmentParams
 from signflow.transforms import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    KINETICS_MEAN,
     InputConfig,
     TrainAugmenter,
     input_config_for,

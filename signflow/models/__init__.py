@@ -1,4 +1,7 @@
-"""Models: one entry point, :func:`build_model`, chosen by ``model.arch`` in params.
+"""Models: one entry point, :func:`build_model`, for whichever arch ``model.arch`` names.
+
+The architectures themselves are entries of :mod:`signflow.archs` (layout, fit check,
+builder, pretrained weights); their networks live in this package:
 
 - ``cnn_lstm``: per-frame 2D backbone (``small_cnn`` or ``mobilenet_v2``) + (Bi)LSTM,
   input ``(B, T, C, H, W)`` (:mod:`signflow.models.cnn_lstm`);
@@ -18,104 +21,65 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from pydantic import BaseModel, ValidationError
 from torch import nn
 
-from signflow import atomic
+from signflow import archs, atomic
+from signflow.archs import InputShape, Layout, Representation
 from signflow.config import ModelParams
 from signflow.feature_spec import LandmarkFeatureSpec, RgbFeatureSpec, load_spec
 
 log = logging.getLogger(__name__)
 
-ARCHS = ("cnn_lstm", "r3d_18", "r2plus1d_18", "landmark_lstm", "landmark_gcn")
 MODEL_FILE_FORMAT = "signflow-model"
 MODEL_FILE_VERSION = 2  # 2: a versioned feature spec and the input config, no merged "preprocess" dict
-
-Layout = Literal["TCHW", "CTHW", "TJC"]
 
 
 def input_layout(arch: str) -> Layout:
     """The tensor layout ``arch`` expects after the batch dimension."""
-    if arch == "cnn_lstm":
-        return "TCHW"
-    if arch in ("r3d_18", "r2plus1d_18"):
-        return "CTHW"
-    if arch.startswith("landmark_"):
-        return "TJC"
-    raise ValueError(f"unknown model.arch {arch!r} (expected one of {', '.join(ARCHS)})")
+    return archs.get(arch).layout
 
 
-def check_fit(params: ModelParams, *, seq_len: int, frame_size: int | None) -> None:
+def check_fit(
+    params: ModelParams, *, seq_len: int, frame_size: int | None, representation: Representation | None = None
+) -> None:
     """Raise ``ValueError`` naming the param when ``params`` cannot work with these inputs.
 
     Called before any training so a bad ``dvc exp run -S ...`` fails in a second,
-    not after an epoch. Checks: known arch, ``seq_len`` long enough for the temporal
-    strides, ``frame_size`` large enough for the spatial strides, pretrained weights
-    that exist for the chosen backbone.
+    not after an epoch. Checks here, for every arch: a known arch, features of the
+    representation it reads (when ``representation`` is given), a positive ``seq_len``,
+    pretrained weights that exist for the chosen backbone; then the arch's own
+    ``fit_check`` (temporal and spatial strides against ``seq_len`` and ``frame_size``).
     """
-    from signflow.models import cnn_lstm, video3d
-
-    arch = params.arch
-    input_layout(arch)  # unknown arch -> ValueError
+    spec = archs.get(params.arch)
+    if representation is not None and representation != spec.representation:
+        raise ValueError(
+            f"model.arch={spec.name} reads {spec.representation} features but the extract output holds "
+            f"{representation} (extract.representation): use an arch for {representation} "
+            f"({', '.join(s for s in archs.names() if archs.get(s).representation == representation)}) "
+            f"or re-extract as {spec.representation}"
+        )
     if seq_len < 1:
         raise ValueError(f"seq_len must be positive, got {seq_len}")
-    if arch == "cnn_lstm":
-        backbone = params.cnn_lstm.backbone
-        if seq_len < cnn_lstm.MIN_SEQ_LEN:
+    if params.pretrained:
+        backbone = spec.backbone(params)
+        if backbone not in spec.pretrained:
+            where = f"model.{spec.backbone_param}={backbone}" if spec.backbone_param else spec.name
+            instead = f"use {', '.join(spec.pretrained)}, or " if spec.pretrained else ""
             raise ValueError(
-                f"extract.seq_len={seq_len} is too short for cnn_lstm: the LSTM needs at least "
-                f"{cnn_lstm.MIN_SEQ_LEN} frames to see motion"
+                f"model.pretrained is true but {where} has no pretrained weights "
+                f"({instead}set model.pretrained: false)"
             )
-        minimum = cnn_lstm.BACKBONE_STRIDE[backbone]
-        if frame_size is None or frame_size < minimum:
-            raise ValueError(
-                f"extract.frame_size={frame_size} is too small for model.cnn_lstm.backbone={backbone}: "
-                f"it downsamples {minimum}x, so frames must be at least {minimum}x{minimum}"
-            )
-        grid, side = params.cnn_lstm.spatial_grid, -(-frame_size // minimum)  # stride-2 convs round up
-        if side < grid:
-            raise ValueError(
-                f"model.cnn_lstm.spatial_grid={grid} is finer than the {side}x{side} feature map of "
-                f"{backbone} at extract.frame_size={frame_size}: use spatial_grid <= {side} or larger frames"
-            )
-        if params.pretrained and backbone not in _pretrained_names():
-            raise ValueError(
-                f"model.pretrained is true but model.cnn_lstm.backbone={backbone} has no pretrained weights "
-                f"(use mobilenet_v2, or pretrained: false)"
-            )
-        if params.cnn_lstm.freeze == "all" and not params.pretrained:
-            log.warning("model.cnn_lstm.freeze=all with pretrained=false trains on a random, frozen backbone")
-    elif arch in video3d.BUILDERS:
-        if seq_len < video3d.MIN_SEQ_LEN:
-            raise ValueError(
-                f"extract.seq_len={seq_len} is too short for {arch}: it halves time 3 times, "
-                f"so it needs at least {video3d.MIN_SEQ_LEN} frames"
-            )
-        if frame_size is None or frame_size < video3d.SPATIAL_STRIDE:
-            stride = video3d.SPATIAL_STRIDE
-            raise ValueError(
-                f"extract.frame_size={frame_size} is too small for {arch}: it downsamples "
-                f"{stride}x, so frames must be at least {stride}x{stride}"
-            )
-    else:  # landmark_*: no image backbone
-        if seq_len < 2:
-            raise ValueError(f"seq_len={seq_len} is too short for {arch}: it needs at least 2 frames")
-        if params.pretrained:
-            raise ValueError(f"model.pretrained is true but {arch} has no pretrained weights; set it to false")
     if params.weights_path is not None and not params.pretrained:
         raise ValueError(
             f"model.weights_path is set ({params.weights_path}) but model.pretrained is false: "
             "set model.pretrained: true to load it, or remove weights_path"
         )
-
-
-def _pretrained_names() -> set[str]:
-    from signflow.models.weights import PRETRAINED
-
-    return set(PRETRAINED)
+    if spec.fit_check is not None:
+        archs.resolve(spec.fit_check)(params, InputShape(seq_len, frame_size))
 
 
 def build_model(
@@ -136,55 +100,18 @@ def build_model(
     """
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-    arch = params.arch
-    if arch.startswith("landmark_"):
-        model = _build_landmark(params, num_classes, seq_len=seq_len, num_joints=num_joints, channels=channels)
-    else:
-        check_fit(params, seq_len=seq_len, frame_size=frame_size)
-        if arch == "cnn_lstm":
-            from signflow.models.cnn_lstm import CnnLstm
-
-            model = CnnLstm(params.cnn_lstm, num_classes, dropout=params.dropout)
-            if params.pretrained:
-                from signflow.models.weights import load_pretrained, pretrained_backbone
-
-                # ``blocks`` is torchvision's ``features``; the ImageNet classifier is not used.
-                features_holder = nn.Module()
-                features_holder.features = model.backbone.blocks
-                load_pretrained(
-                    features_holder, pretrained_backbone(params), params.weights_path, ignore_prefixes=("classifier.",),
-                    weights_dir=weights_dir,
-                )  # fmt: skip
-        else:
-            from signflow.models.video3d import Video3D
-
-            model = Video3D(arch, num_classes, dropout=params.dropout)
-            if params.pretrained:
-                from signflow.models.weights import load_pretrained, pretrained_backbone
-
-                load_pretrained(
-                    model.backbone, pretrained_backbone(params), params.weights_path, ignore_prefixes=("fc.",),
-                    weights_dir=weights_dir,
-                )  # fmt: skip
+    spec = archs.get(params.arch)
+    check_fit(params, seq_len=seq_len, frame_size=frame_size)
+    shape = InputShape(seq_len=seq_len, frame_size=frame_size, num_joints=num_joints, channels=channels)
+    model = archs.resolve(spec.builder)(params, num_classes, shape, weights_dir)
     model.signflow_input = {
-        "arch": arch,
+        "arch": spec.name,
         "seq_len": seq_len,
         "frame_size": frame_size,
         "num_joints": num_joints,
         "channels": channels,
     }
     return model
-
-
-def _build_landmark(
-    params: ModelParams, num_classes: int, *, seq_len: int, num_joints: int | None, channels: int | None
-) -> nn.Module:
-    check_fit(params, seq_len=seq_len, frame_size=None)
-    if num_joints is None or channels is None:
-        raise ValueError(f"{params.arch} needs num_joints and channels (from the landmarks extract output)")
-    from signflow.models.landmark import build_landmark_model
-
-    return build_landmark_model(params, num_classes, num_joints=num_joints, channels=channels, seq_len=seq_len)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

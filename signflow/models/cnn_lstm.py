@@ -9,17 +9,22 @@ The model is split into two halves on purpose:
 
 so that with a frozen backbone the training side can compute per-frame features
 once and train only the temporal half on them (the feature cache).
+
+Registry hooks (:mod:`signflow.archs` entry ``cnn_lstm``): :func:`check_fit`,
+:func:`build`, :func:`backbone_frozen`.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 from torch import nn
 from torchvision.models import mobilenet_v2
 
-from signflow.config import CnnLstmParams
+from signflow.archs import InputShape
+from signflow.config import CnnLstmParams, ModelParams
 
 log = logging.getLogger(__name__)
 
@@ -180,3 +185,52 @@ class CnnLstm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(self.backbone_features(x))
+
+
+# --------------------------------------------------------------------------- registry hooks
+
+
+def check_fit(params: ModelParams, shape: InputShape) -> None:
+    """Enough frames for motion, frames at least the backbone's stride, a grid its feature map can fill."""
+    backbone, seq_len, frame_size = params.cnn_lstm.backbone, shape.seq_len, shape.frame_size
+    if seq_len < MIN_SEQ_LEN:
+        raise ValueError(
+            f"extract.seq_len={seq_len} is too short for cnn_lstm: the LSTM needs at least "
+            f"{MIN_SEQ_LEN} frames to see motion"
+        )
+    minimum = BACKBONE_STRIDE[backbone]
+    if frame_size is None or frame_size < minimum:
+        raise ValueError(
+            f"extract.frame_size={frame_size} is too small for model.cnn_lstm.backbone={backbone}: "
+            f"it downsamples {minimum}x, so frames must be at least {minimum}x{minimum}"
+        )
+    grid, side = params.cnn_lstm.spatial_grid, -(-frame_size // minimum)  # stride-2 convs round up
+    if side < grid:
+        raise ValueError(
+            f"model.cnn_lstm.spatial_grid={grid} is finer than the {side}x{side} feature map of "
+            f"{backbone} at extract.frame_size={frame_size}: use spatial_grid <= {side} or larger frames"
+        )
+    if params.cnn_lstm.freeze == "all" and not params.pretrained:
+        log.warning("model.cnn_lstm.freeze=all with pretrained=false trains on a random, frozen backbone")
+
+
+def build(
+    params: ModelParams, num_classes: int, shape: InputShape, weights_dir: str | os.PathLike[str] | None
+) -> CnnLstm:
+    model = CnnLstm(params.cnn_lstm, num_classes, dropout=params.dropout)
+    if params.pretrained:
+        from signflow.models.weights import load_pretrained
+
+        # ``blocks`` is torchvision's ``features``; the ImageNet classifier is not used.
+        features_holder = nn.Module()
+        features_holder.features = model.backbone.blocks
+        load_pretrained(
+            features_holder, params.cnn_lstm.backbone, params.weights_path, ignore_prefixes=("classifier.",),
+            weights_dir=weights_dir,
+        )  # fmt: skip
+    return model
+
+
+def backbone_frozen(params: ModelParams) -> bool:
+    """``freeze: all``: no backbone weight trains, so its per-frame features can be cached."""
+    return params.cnn_lstm.freeze == "all"

@@ -18,14 +18,20 @@ picks the skeleton (:func:`signflow.landmarks.layout.layout_for_joints`:
   minus its parent on the skeleton tree) and their *motion* (frame-to-frame
   differences): SL-GCN's four modalities. Each stream has its own network and
   their logits are averaged (late fusion).
+
+Registry hooks (:mod:`signflow.archs` entries ``landmark_lstm``, ``landmark_gcn``):
+:func:`check_fit`, :func:`build`; :data:`NETWORKS` maps each name to its network.
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import torch
 from torch import nn
 
+from signflow.archs import InputShape
 from signflow.config import LandmarkModelParams, ModelParams
 from signflow.landmarks.layout import HAND_MIDDLE_MCP, HAND_WRIST, Layout, get_layout, layout_for_joints
 
@@ -55,11 +61,30 @@ def build_landmark_model(
         raise ValueError(f"layout {skeleton.name!r} has {skeleton.num_joints} joints, input has {num_joints}")
     if not params.landmark.streams:
         raise ValueError(f"model.landmark.streams must name at least one of {', '.join(STREAMS)}")
-    if params.arch == "landmark_lstm":
-        return LandmarkLSTM(params.landmark, num_classes, skeleton, channels=channels, dropout=params.dropout)
-    if params.arch == "landmark_gcn":
-        return LandmarkGCN(params.landmark, num_classes, skeleton, channels=channels, dropout=params.dropout)
-    raise ValueError(f"model.arch={params.arch!r} is not a landmark model (landmark_lstm | landmark_gcn)")
+    network = NETWORKS.get(params.arch)
+    if network is None:
+        raise ValueError(f"model.arch={params.arch!r} is not a landmark model ({' | '.join(NETWORKS)})")
+    return network(params.landmark, num_classes, skeleton, channels=channels, dropout=params.dropout)
+
+
+# --------------------------------------------------------------------------- registry hooks
+
+
+def check_fit(params: ModelParams, shape: InputShape) -> None:
+    """No image backbone: only enough frames for motion."""
+    if shape.seq_len < 2:
+        raise ValueError(f"seq_len={shape.seq_len} is too short for {params.arch}: it needs at least 2 frames")
+
+
+def build(
+    params: ModelParams, num_classes: int, shape: InputShape, weights_dir: str | os.PathLike[str] | None
+) -> nn.Module:
+    """No pretrained weights (``weights_dir`` unused): the input's skeleton comes from the extract output."""
+    if shape.num_joints is None or shape.channels is None:
+        raise ValueError(f"{params.arch} needs num_joints and channels (from the landmarks extract output)")
+    return build_landmark_model(
+        params, num_classes, num_joints=shape.num_joints, channels=shape.channels, seq_len=shape.seq_len
+    )
 
 
 # --------------------------------------------------------------------------- input streams
@@ -326,3 +351,7 @@ class LandmarkGCN(nn.Module):
         inputs = self.inputs(x, self.streams)
         logits = [self.nets[stream](inputs[stream]) for stream in self.streams]
         return torch.stack(logits).mean(dim=0)
+
+
+# Each landmark arch's network (its signflow.archs entry points at :func:`build`).
+NETWORKS: dict[str, type[nn.Module]] = {"landmark_lstm": LandmarkLSTM, "landmark_gcn": LandmarkGCN}

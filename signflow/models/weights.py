@@ -26,19 +26,12 @@ from urllib.parse import urlparse
 
 import torch
 from torch import nn
-from torchvision.models import MobileNet_V2_Weights, WeightsEnum
-from torchvision.models.video import R2Plus1D_18_Weights, R3D_18_Weights
+from torchvision.models import WeightsEnum
 
+from signflow import archs
 from signflow.config import ModelParams
 
 log = logging.getLogger(__name__)
-
-# backbone name -> the torchvision weights signflow uses for it.
-PRETRAINED: dict[str, WeightsEnum] = {
-    "mobilenet_v2": MobileNet_V2_Weights.IMAGENET1K_V1,
-    "r3d_18": R3D_18_Weights.KINETICS400_V1,
-    "r2plus1d_18": R2Plus1D_18_Weights.KINETICS400_V1,
-}
 
 
 RECORD_NAME = "weights.json"  # what the weights stage fetched (or that none was requested)
@@ -55,20 +48,23 @@ def cache_path(weights: WeightsEnum) -> Path:
 
 
 def weights_for(backbone: str) -> WeightsEnum:
-    if backbone not in PRETRAINED:
+    """The torchvision weights the arch registry names for ``backbone`` (``ArchSpec.pretrained``)."""
+    available = archs.pretrained_backbones()
+    if backbone not in available:
         raise ValueError(
             f"no pretrained weights for backbone {backbone!r} "
-            f"(available: {', '.join(sorted(PRETRAINED))}); set model.pretrained: false"
+            f"(available: {', '.join(sorted(available))}); set model.pretrained: false"
         )
-    return PRETRAINED[backbone]
+    return archs.resolve(available[backbone])
 
 
 def pretrained_backbone(model: ModelParams) -> str:
     """The network ``model.pretrained`` loads weights into: cnn_lstm's backbone, or the 3D arch itself.
 
-    Raises ``ValueError`` (naming what has weights) for small_cnn and the landmark models.
+    Which one is the arch's registry entry's ``backbone_param``. Raises ``ValueError`` (naming
+    what has weights) for small_cnn and the landmark models.
     """
-    name = model.cnn_lstm.backbone if model.arch == "cnn_lstm" else model.arch
+    name = archs.get(model.arch).backbone(model)
     weights_for(name)
     return name
 

@@ -1,4 +1,4 @@
-"""Where the videos come from: ``data.source`` = synthetic | wlasl | local.
+"""Where the videos come from: ``data.source`` = synthetic | wlasl | local | dvc.
 
 Every source produces the same ``data/raw`` contract (docs/ARCHITECTURE.md):
 ``videos/<video_id>.<ext>``, ``index.json`` (WLASL schema + ``file``),
@@ -112,6 +112,10 @@ def run_download(params: DataParams, out_dir: str | Path, *, cache_dir: str | Pa
         from signflow.sources import local
 
         entries, rows = local.import_local(params.local, out_dir)
+    elif params.source == "dvc":
+        from signflow.sources import dvc_repo
+
+        entries, rows = dvc_repo.fetch(params.dvc, out_dir)
     else:  # pragma: no cover - DataParams restricts the values
         raise ValueError(f"data.source: unknown source {params.source!r}")
     write_index(entries, out_dir / "index.json")

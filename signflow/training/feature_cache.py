@@ -1,6 +1,7 @@
 """Frozen-backbone feature cache: run the 2D CNN once, train the temporal head many times.
 
-With ``model.arch: cnn_lstm`` and ``model.cnn_lstm.freeze: all`` the backbone
+For an arch whose registry entry has a ``frozen_backbone`` predicate that holds
+(``model.arch: cnn_lstm`` with ``model.cnn_lstm.freeze: all``) the backbone
 never changes, so its per-frame features are a pure function of (backbone
 weights, input normalisation, stored frames). They are computed once for every
 stored frame of every clip and kept as a shard folder under the cache directory,
@@ -30,6 +31,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from signflow import archs
 from signflow.config import AugmentParams
 from signflow.shards import ShardReader, ShardWriter
 from signflow.training.data import TemporalDataset
@@ -40,10 +42,15 @@ CACHE_VERSION = 1
 
 
 def cache_applies(model_params: Any, train_params: Any) -> bool:
-    """The cache is used for cnn_lstm with a fully frozen backbone when ``train.feature_cache`` is on."""
-    return bool(
-        train_params.feature_cache and model_params.arch == "cnn_lstm" and model_params.cnn_lstm.freeze == "all"
-    )
+    """With ``train.feature_cache`` on, for an arch whose registry entry says its backbone is frozen.
+
+    The arch's model must then offer ``backbone``, ``backbone_features``, ``forward_features``,
+    ``feature_dim`` and ``params.backbone``, as :class:`signflow.models.cnn_lstm.CnnLstm` does.
+    """
+    spec = archs.get(model_params.arch)
+    if not (train_params.feature_cache and spec.frozen_backbone is not None):
+        return False
+    return bool(archs.resolve(spec.frozen_backbone)(model_params))
 
 
 def _split_identity(split_dir: Path) -> dict[str, Any]:

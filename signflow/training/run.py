@@ -24,6 +24,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from signflow import archs
+from signflow.archs import Representation
 from signflow.config import ModelParams, ParamsError, TrainParams
 from signflow.feature_spec import FeatureSpecError, LandmarkFeatureSpec, RgbFeatureSpec, load_spec, write_spec
 from signflow.seed import set_seed
@@ -94,12 +96,20 @@ def _data_identity(
     return {"preprocess": spec.to_json(), "glosses": glosses, "train": index_hash("train"), "val": index_hash("val")}
 
 
-def _check_params(model_params: ModelParams, train: TrainParams, *, seq_len: int, frame_size: int | None, world: int) -> None:
+def _check_params(
+    model_params: ModelParams,
+    train: TrainParams,
+    *,
+    seq_len: int,
+    frame_size: int | None,
+    representation: Representation,
+    world: int,
+) -> None:
     """Everything that can be known to fail, before a single batch (message names the key)."""
     from signflow.models import check_fit
 
     try:
-        check_fit(model_params, seq_len=seq_len, frame_size=frame_size)
+        check_fit(model_params, seq_len=seq_len, frame_size=frame_size, representation=representation)
     except ValueError as error:
         raise ParamsError(str(error)) from None
     if train.batch_size % world:
@@ -186,17 +196,24 @@ def _train(
     arch = model_params.arch
     # ---- inputs and params, checked before anything is built
     try:
-        spec = load_spec(paths.features)
+        feature_spec = load_spec(paths.features)
     except FeatureSpecError as error:
         raise DataError(str(error)) from None
     glosses = read_label_map(paths.label_map)
     num_classes = len(glosses)
-    seq_len = spec.seq_len
-    frame_size = spec.frame_size if isinstance(spec, RgbFeatureSpec) else None
+    seq_len = feature_spec.seq_len
+    frame_size = feature_spec.frame_size if isinstance(feature_spec, RgbFeatureSpec) else None
     cfg = LoopConfig.from_params(train_params, ctx.device, progress=progress and ctx.is_main)
-    _check_params(model_params, train_params, seq_len=seq_len, frame_size=frame_size, world=ctx.world_size)
+    representation: Representation = feature_spec.kind
+    _check_params(
+        model_params, train_params, seq_len=seq_len, frame_size=frame_size, representation=representation,
+        world=ctx.world_size,
+    )  # fmt: skip
     input_config = input_config_for(arch)
     use_cache = feature_cache.cache_applies(model_params, train_params)
+    spec = archs.get(arch)
+    own = getattr(model_params, spec.params_section).model_dump(mode="json") if spec.params_section else {}
+    log.info("model.arch=%s: %s; model.%s=%s", arch, spec.description, spec.params_section or "(no section)", own)
 
     if ctx.is_main:
         # Declared DVC outputs: they must exist even when this run uses no cache / resumes nothing.
@@ -206,7 +223,7 @@ def _train(
     # ---- model (seeded: every rank builds the same initial weights; DDP also broadcasts rank 0's)
     set_seed(train_params.seed)
     # Landmark features record the model input's joints/channels in their spec (video: None).
-    landmarks = spec if isinstance(spec, LandmarkFeatureSpec) else None
+    landmarks = feature_spec if isinstance(feature_spec, LandmarkFeatureSpec) else None
     model = build_model(
         model_params, num_classes, seq_len=seq_len, frame_size=frame_size,
         num_joints=landmarks.num_joints if landmarks else None, channels=landmarks.channels if landmarks else None,
@@ -218,8 +235,9 @@ def _train(
     augment = train_params.augment
     if use_cache:
         log.info(
-            "feature cache on (cnn_lstm backbone frozen): pixel augmentations (random_resized_crop, hflip, "
-            "color_jitter) are disabled; temporal jitter and speed perturbation still apply"
+            "feature cache on (%s backbone frozen): pixel augmentations (random_resized_crop, hflip, "
+            "color_jitter) are disabled; temporal jitter and speed perturbation still apply",
+            arch,
         )
         for split in ("train", "val"):
             split_dir = paths.features / split
@@ -275,7 +293,7 @@ def _train(
 
     # ---- checkpoints and resume
     fingerprint = _fingerprint(
-        model_params, train_params, _data_identity(paths, spec, glosses), ctx.world_size
+        model_params, train_params, _data_identity(paths, feature_spec, glosses), ctx.world_size
     )
     checkpoints = CheckpointManager(
         paths.checkpoints, {"arch": arch, "num_classes": num_classes, "fingerprint": fingerprint}, writer=ctx.is_main
@@ -321,10 +339,10 @@ def _train(
     if ctx.is_main:
         save_model_file(
             model_path, model.cpu(), arch=arch, model_params=model_params, num_classes=num_classes,
-            label_map=glosses, feature_spec=spec, input_config=input_config,
+            label_map=glosses, feature_spec=feature_spec, input_config=input_config,
             extra={"train": summary, "fingerprint": fingerprint},
         )  # fmt: skip
-        write_spec(paths.out, spec)
+        write_spec(paths.out, feature_spec)
         if logger is not None:
             logger.summary({k: v for k, v in summary.items() if isinstance(v, (int, float)) and v is not None})
             logger.close()
