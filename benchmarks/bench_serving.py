@@ -50,8 +50,8 @@ def random_model_dir(params_path: Path, folder: Path) -> Path:
     import torch
 
     from signflow.config import load_params
-    from signflow.models import build_model, save_model_file
     from signflow.feature_spec import RgbFeatureSpec
+    from signflow.models import build_model, save_model_file
 
     params = load_params(params_path)
     torch.manual_seed(0)

@@ -94,12 +94,12 @@ class Predictor:
     @property
     def rgb_spec(self) -> RgbFeatureSpec:
         """The extract stage's RGB feature spec saved with the model (landmark models have none)."""
-        if not isinstance(self.feature_spec, RgbFeatureSpec):
-            raise ValueError(
-                f"{self.arch} reads landmark sequences: videos need the MediaPipe landmarks extractor "
-                "(signflow.landmarks), not RGB frame preprocessing"
-            )
-        return self.feature_spec
+        if isinstance(self.feature_spec, RgbFeatureSpec):
+            return self.feature_spec
+        raise ValueError(
+            f"{self.arch} reads landmark sequences: videos need the MediaPipe landmarks extractor "
+            "(signflow.landmarks), not RGB frame preprocessing"
+        )
 
     # ------------------------------------------------------------------ preprocessing
 

@@ -6,7 +6,6 @@ the package record, not the store. A store entry needs nothing from this repo to
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
