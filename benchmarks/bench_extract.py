@@ -137,7 +137,7 @@ def route_notebook(clip_dir: Path, work: Path, frame_size: int) -> dict:
 def route_signflow(clip_dir: Path, work: Path, frame_size: int, workers: int) -> dict:
     import numpy as np
 
-    from signflow import crop, preprocess, sampling
+    from signflow import crop, rgb_extract, sampling
     from signflow.config import load_params
     from signflow.feature_spec import RgbFeatureSpec
     from signflow.shards import ShardReader
@@ -154,7 +154,7 @@ def route_signflow(clip_dir: Path, work: Path, frame_size: int, workers: int) ->
             plan.split = "train"
             plans.append(plan.__dict__)
     crop_s = time.perf_counter() - began
-    summary = preprocess.extract_features(
+    summary = rgb_extract.extract_features(
         plans, clip_dir, work / "features", config, shard_bytes=extract.shard_mb * 1024**2,
         num_workers=workers, chunk_size=extract.chunk_size, progress=False,
     )
@@ -248,7 +248,7 @@ def route_decode_procs(clip_dir: Path, workers: int) -> dict:
     """(c''): the decode alone with extract's processes and decoder threads per process (fork pool)."""
     import multiprocessing
 
-    from signflow.preprocess import decode_threads
+    from signflow.rgb_extract import decode_threads
 
     records = _records(clip_dir)
     paths = [str(_video_dir(clip_dir) / record.file) for record in records]
@@ -263,7 +263,7 @@ def route_decode_procs(clip_dir: Path, workers: int) -> dict:
 
 
 def _disk(path: Path) -> tuple[int, int]:
-    from signflow.preprocess import folder_bytes
+    from signflow.rgb_extract import folder_bytes
 
     return folder_bytes(path)
 

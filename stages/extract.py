@@ -16,7 +16,7 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from signflow import atomic, crop, preprocess
+from signflow import atomic, crop, rgb_extract
 from signflow.config import ParamsError
 from signflow.feature_spec import RgbFeatureSpec
 from signflow.stage_cli import StageCli
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         except landmarks.LandmarkEnvError as error:  # no .venv-landmarks: one line saying how to make it
             return CLI.fail(error)
     else:
-        summary = preprocess.extract_features(
+        summary = rgb_extract.extract_features(
             plans,
             args.raw,
             args.out,
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=not args.no_progress,
         )
     atomic.write_json(args.report, summary)
-    skipped_csv = Path(args.out) / preprocess.SKIPPED_NAME
+    skipped_csv = Path(args.out) / rgb_extract.SKIPPED_NAME
     per_split = summary.get("per_split", summary.get("written", {}))
     if plans and not any(per_split.values()):
         # Every video failed: no point handing empty shards to training (DVC keeps the old outputs).

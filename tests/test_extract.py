@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from feature_specs import rgb_spec
 
-from signflow import crop, preprocess
+from signflow import crop, preprocess, rgb_extract
 from signflow.shards import ShardReader
 from stages import extract as extract_stage
 
@@ -54,7 +54,7 @@ def _plans() -> list[dict]:
 
 def test_extract_writes_shards_skips_bad_videos_and_reports(raw_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "features"
-    summary = preprocess.extract_features(
+    summary = rgb_extract.extract_features(
         _plans(), raw_dir, out, CFG, num_workers=2, chunk_size=2, shard_bytes=3 * 6 * 16 * 16 * 3,
         carried_skips=[{"video_id": "gone", "reason": "missing", "detail": "not there"}], progress=False,
     )
@@ -81,7 +81,7 @@ def test_output_does_not_depend_on_worker_count(raw_dir: Path, tmp_path: Path) -
     outputs = []
     for workers in (1, 2):
         out = tmp_path / f"features{workers}"
-        preprocess.extract_features(_plans(), raw_dir, out, CFG, num_workers=workers, chunk_size=3, progress=False)
+        rgb_extract.extract_features(_plans(), raw_dir, out, CFG, num_workers=workers, chunk_size=3, progress=False)
         outputs.append(sorted((p.relative_to(out), p.read_bytes()) for p in out.rglob("*") if p.is_file()))
     assert outputs[0] == outputs[1]
 
@@ -89,7 +89,7 @@ def test_output_does_not_depend_on_worker_count(raw_dir: Path, tmp_path: Path) -
 def test_empty_split_folder_is_still_written(raw_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "features"
     plans = [p for p in _plans() if p["split"] != "val" or p["video_id"] == "text"]
-    summary = preprocess.extract_features(plans, raw_dir, out, CFG, progress=False)
+    summary = rgb_extract.extract_features(plans, raw_dir, out, CFG, progress=False)
     assert summary["per_split"]["val"] == 0 and len(ShardReader(out / "val")) == 0
 
 
