@@ -28,7 +28,7 @@ from typing import Any, Literal
 import numpy as np
 
 from signflow.feature_spec import FeatureSpecError, HolisticExtractor, LandmarkFeatureSpec, load_spec
-from signflow.landmarks import WorkerPool, installed_mediapipe_version
+from signflow.landmarks import LandmarkEnvError, WorkerPool, installed_mediapipe_version
 from signflow.landmarks.layout import Layout, get_layout
 from signflow.landmarks.normalize import stored_input
 
@@ -147,8 +147,6 @@ class LandmarkPreprocessor:
         No landmark environment here means nothing to compare (video requests are refused
         as ``landmarks_unavailable`` anyway): None.
         """
-        from signflow.landmarks import LandmarkEnvError
-
         try:
             mismatch = self.extractor_mismatch()
         except LandmarkEnvError as error:
