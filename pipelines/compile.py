@@ -30,6 +30,7 @@ from pipelines import PipelineError, images
 from pipelines.components import validate_image
 from pipelines.pipeline import build_pipeline
 from pipelines.wiring import load_dvc, select, stages_from_dvc
+from signflow import archs
 from signflow.config import ParamsError, apply_overrides, load_params
 
 DEFAULT_OUTPUT = Path(__file__).with_name("signflow_pipeline.yaml")
@@ -55,6 +56,7 @@ def compile_pipeline(
     params = load_params(params_path)
     if overrides:
         params = apply_overrides(params, overrides)
+    archs.check_params(params)
     all_stages = stages_from_dvc(load_dvc(dvc_path))
     stages = select(all_stages, stage_names)
     image = validate_image(params.kubeflow.image if image is None else image)

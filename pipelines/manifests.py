@@ -26,6 +26,7 @@ from pipelines import PipelineError
 from pipelines.components import validate_image
 from pipelines.sweep import experiment, load_sweep
 from pipelines.trainjob import params_configmap, pytorchjob
+from signflow import archs
 from signflow.config import ParamsError, apply_overrides, load_params
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,50}[a-z0-9])?$")
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not _NAME.match(args.name):
             raise PipelineError(f"--name {args.name!r}: lowercase letters, digits and '-', at most 52 characters")
-        params = apply_overrides(load_params(args.params), args.param)
+        params = archs.check_params(apply_overrides(load_params(args.params), args.param))
         image = validate_image(args.image or params.kubeflow.image)
         if args.kind == "pytorchjob":
             if not args.out:

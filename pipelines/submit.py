@@ -43,6 +43,7 @@ from pipelines.params import (
     section_of_input,
     with_values,
 )
+from signflow import archs
 from signflow.config import KubeflowParams, ParamsError, load_params, parse_params
 
 log = logging.getLogger("pipelines.submit")
@@ -139,7 +140,7 @@ def build_arguments(package: Path, overrides: list[str], params_file: Path | Non
             )
         values[key] = value
     # Validate the complete set of values the run will use, as the steps will.
-    params = with_values(base, values, "run parameters")
+    params = archs.check_params(with_values(base, values, "run parameters"))
     arguments = parameter_defaults(params, sections, [param_name(key) for key in run_keys])
     arguments.update(cluster)
     return {name: value for name, value in arguments.items() if value != defaults.get(name)}

@@ -7,11 +7,10 @@ whether the frozen-backbone feature cache applies. Code elsewhere asks the entry
 (``archs.get(model.arch).layout``) instead of comparing names.
 
 Why one table here and not a ``@register`` decorator in each model module (timm's
-way): ``signflow.config`` validates ``model.arch`` against these names, and config
-is imported by light CLIs (experiments, the kfp compiler, stage param views) that
-must not import torch. So an entry is plain data, and the code it names (builder,
-fit check) is a ``"module:attribute"`` reference imported only when a model is
-checked or built. Adding an architecture = one module (its network, ``build`` and
+way): the tools that validate params before a run (experiments, the kfp compiler)
+check ``model.arch`` against these names and must not import torch. So an entry
+is plain data, and the code it names (builder, fit check) is a ``"module:attribute"``
+reference imported only when a model is checked or built. Adding an architecture = one module (its network, ``build`` and
 ``check_fit``) + one entry in :data:`BUILTIN` (or :func:`register` for an arch
 that lives outside signflow, as ``tests/test_archs.py`` does with ``tests/linear_probe.py``).
 """
@@ -23,8 +22,10 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
+from signflow.config import ParamsError
+
 if TYPE_CHECKING:
-    from signflow.config import ModelParams
+    from signflow.config import ModelParams, Params
 
 # The tensor layout after the batch dimension; saved in model files (``input_config.layout``).
 Layout = Literal["TCHW", "CTHW", "TJC"]
@@ -40,8 +41,8 @@ KINETICS_STD = (0.22803, 0.22145, 0.216989)
 _REFERENCE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 
-class UnknownArchError(ValueError):
-    """``model.arch`` names no registered architecture."""
+class UnknownArchError(ParamsError):
+    """``model.arch`` names no registered architecture (a params error: the run cannot start)."""
 
 
 @dataclass(frozen=True)
@@ -191,6 +192,20 @@ def get(name: str) -> ArchSpec:
         return _REGISTRY[name]
     except KeyError:
         raise UnknownArchError(f"unknown model.arch {name!r} (expected one of {', '.join(_REGISTRY)})") from None
+
+
+def check_params(params: Params) -> Params:
+    """``params`` if its ``model.arch`` is registered, else :class:`UnknownArchError`.
+
+    ``signflow.config`` does not check the name (every stage imports config; see ``ModelParams.arch``):
+    the model-building stages fail on it at once, and the tools that validate params before a run
+    (``signflow.experiments``, the kfp compiler and ``submit``) call this.
+    """
+    try:
+        get(params.model.arch)
+    except UnknownArchError as error:
+        raise UnknownArchError(f"model.arch: {error}") from None
+    return params
 
 
 def pretrained_backbones() -> dict[str, str]:

@@ -34,6 +34,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from signflow import archs
 from signflow.config import DEFAULT_PARAMS_PATH, ParamsError, apply_overrides, load_params
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -74,7 +75,7 @@ def load_experiments(path: str | os.PathLike[str], params_path: str | os.PathLik
         if not re.match(NAME_PATTERN, name):
             raise ParamsError(f"{path}: experiment name {name!r} must match {NAME_PATTERN}")
         try:
-            apply_overrides(params, overrides(spec, name))
+            archs.check_params(apply_overrides(params, overrides(spec, name)))
         except ParamsError as error:
             raise ParamsError(f"{path}: experiment {name!r}: {error}") from None
     return spec

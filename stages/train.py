@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import os
 
+from signflow import archs
 from signflow.config import ParamsError
 from signflow.stage_cli import StageCli
 
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     from signflow.training.run import TrainPaths, train
 
     try:
-        params = CLI.params(args)
+        params = archs.check_params(CLI.params(args))
         paths = TrainPaths(
             features=args.features, label_map=args.labels, out=args.out, live=args.live,
             checkpoints=args.checkpoints, feature_cache=args.feature_cache, weights=args.weights,

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     from signflow.models.weights import RECORD_NAME, WeightsNotFoundError, fetch_weights, pretrained_backbone
 
     try:
-        model = CLI.params(args).model
+        model = archs.check_params(CLI.params(args)).model
         backbone = pretrained_backbone(model) if model.pretrained else None
         with atomic.atomic_path(args.out, is_dir=True) as tmp:
             if backbone is None:

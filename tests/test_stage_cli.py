@@ -65,3 +65,16 @@ def test_every_stage_refuses_bad_params_with_its_one_line(
     err = capsys.readouterr().err
     assert err.startswith(f"{stage}: error: {params}: invalid parameters: nonsense_section: unknown key")
     assert err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("stage", ["weights", "train"])
+def test_model_stages_refuse_an_unregistered_arch_before_any_work(
+    stage: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """config leaves model.arch to the registry; the stages that read it check it first, in one line."""
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"model": {"arch": "vit"}}))
+    module = importlib.import_module(f"stages.{stage}")
+    assert module.main(["--params", str(params), *PATH_ARGS[stage]]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"{stage}: error: model.arch: unknown model.arch 'vit' (expected one of cnn_lstm, ")
