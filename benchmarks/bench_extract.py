@@ -137,8 +137,9 @@ def route_notebook(clip_dir: Path, work: Path, frame_size: int) -> dict:
 def route_signflow(clip_dir: Path, work: Path, frame_size: int, workers: int) -> dict:
     import numpy as np
 
-    from signflow import crop, rgb_extract, sampling
+    from signflow import crop, sampling
     from signflow.config import load_params
+    from signflow.extract import rgb as rgb_extract
     from signflow.feature_spec import RgbFeatureSpec
     from signflow.shards import ShardReader
 
@@ -248,7 +249,7 @@ def route_decode_procs(clip_dir: Path, workers: int) -> dict:
     """(c''): the decode alone with extract's processes and decoder threads per process (fork pool)."""
     import multiprocessing
 
-    from signflow.rgb_extract import decode_threads
+    from signflow.extract.rgb import decode_threads
 
     records = _records(clip_dir)
     paths = [str(_video_dir(clip_dir) / record.file) for record in records]
@@ -263,7 +264,7 @@ def route_decode_procs(clip_dir: Path, workers: int) -> dict:
 
 
 def _disk(path: Path) -> tuple[int, int]:
-    from signflow.rgb_extract import folder_bytes
+    from signflow.extract.rgb import folder_bytes
 
     return folder_bytes(path)
 

@@ -69,7 +69,7 @@ def clip_rows(clip_set: str, limit: int | None, per_gloss_spread: int | None) ->
 
 def bench_extraction(limit: int | None, workers: int, complexity: int, clip_set: str = "wlasl-clips",
                      per_gloss_spread: int | None = None) -> dict[str, Any]:
-    from signflow.landmarks import WorkerPool
+    from signflow.landmarks.pool import WorkerPool
 
     clips_dir, rows = clip_rows(clip_set, limit, per_gloss_spread)
     params = LandmarksParams(num_workers=workers, model_complexity=complexity)

@@ -71,8 +71,8 @@ class ClipReader:
 
     def video_landmarks(self, path: Path) -> tuple[np.ndarray, dict[str, Any]]:
         """Probe (limits first), then MediaPipe Holistic + the evaluate-time normalisation."""
-        from signflow.landmarks import LandmarkEnvError, LandmarkError
         from signflow.landmarks.online import LandmarkInputError
+        from signflow.landmarks.pool import LandmarkEnvError, LandmarkError
 
         info = self.probe(path)
         try:

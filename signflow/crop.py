@@ -20,14 +20,11 @@ Conventions (WLASL's quirks handled here, once):
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,39 +32,12 @@ from tqdm import tqdm
 
 from signflow import atomic, video
 from signflow.config import CropParams
+from signflow.extract.plans import PLANS_NAME, SKIPPED_NAME, Plan, write_skipped
 from signflow.splits import Record
 
 log = logging.getLogger(__name__)
 
-PLANS_NAME = "plans.jsonl"
-SKIPPED_NAME = "skipped.csv"
 Box = tuple[int, int, int, int]
-
-
-@dataclass
-class Plan:
-    """What extract does with one video (one line of ``plans.jsonl``)."""
-
-    video_id: str
-    label: int
-    gloss: str
-    split: str
-    file: str
-    start: int
-    stop: int | None
-    box: list[int] | None
-    width: int
-    height: int
-    fps: float
-    num_frames: int
-    notes: list[str] = field(default_factory=list)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Plan:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 
 def frame_range(frame_start: int, frame_end: int) -> tuple[int, int | None]:
@@ -184,17 +154,13 @@ def write_plans(
 ) -> dict[str, Any]:
     """``plans.jsonl`` + ``skipped.csv`` into ``out_dir`` (replaced atomically); returns a summary."""
     summary: dict[str, Any] = {"planned": 0, "skipped": 0, "full_frame": 0, "noted": 0, "by_split": {}}
+    skipped: list[dict[str, str]] = []
     with atomic.atomic_path(out_dir, is_dir=True) as tmp:
-        with (
-            open(tmp / PLANS_NAME, "w", encoding="utf-8") as plans,
-            open(tmp / SKIPPED_NAME, "w", newline="", encoding="utf-8") as skipped_handle,
-        ):
-            skipped = csv.writer(skipped_handle)
-            skipped.writerow(["video_id", "reason", "detail"])
+        with open(tmp / PLANS_NAME, "w", encoding="utf-8") as plans:
             for record, plan, error in results:
                 if plan is None:
                     assert error is not None
-                    skipped.writerow([record.video_id, error.reason, error.detail])
+                    skipped.append({"video_id": record.video_id, "reason": error.reason, "detail": error.detail})
                     summary["skipped"] += 1
                     continue
                 plans.write(plan.to_json() + "\n")
@@ -202,21 +168,5 @@ def write_plans(
                 summary["full_frame"] += plan.box is None
                 summary["noted"] += bool(plan.notes)
                 summary["by_split"][plan.split] = summary["by_split"].get(plan.split, 0) + 1
+        write_skipped(tmp / SKIPPED_NAME, skipped)
     return summary
-
-
-def read_plans(path: str | os.PathLike[str]) -> list[Plan]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: crop plans not found; run the crop stage first")
-    with open(path, encoding="utf-8") as handle:
-        return [Plan.from_dict(json.loads(line)) for line in handle if line.strip()]
-
-
-def read_skipped(path: str | os.PathLike[str]) -> list[dict[str, str]]:
-    """Videos the crop stage could not probe (extract carries them into its own skipped list)."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    with open(path, newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))

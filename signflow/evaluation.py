@@ -370,7 +370,7 @@ def predict_split(
     video_ids = [str(item.get("video_id", i)) for i, item in enumerate(reader.items)]
     kind = reader.metadata.get("kind", "video")
     if kind == "landmarks":
-        from signflow.landmarks.dataset import LandmarkDataset
+        from signflow.training.landmark_data import LandmarkDataset
 
         stored = reader.fields["points"].shape[0]
         dataset = LandmarkDataset(reader, seq_len=stored, train=False)

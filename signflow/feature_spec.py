@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from signflow import atomic
 from signflow.config import CropParams, ExtractParams, LandmarksParams
+from signflow.landmarks.layout import LAYOUTS
 
 SPEC_VERSION = 1
 SPEC_FILE = "preprocess.json"  # the name DVC outs, the kfp wiring and the Bento use
@@ -156,8 +157,6 @@ class LandmarkFeatureSpec(_ClipSpec):
 
     @model_validator(mode="after")
     def _layout_fits(self) -> LandmarkFeatureSpec:
-        from signflow.landmarks.layout import LAYOUTS  # here: signflow.landmarks imports this module
-
         layout = LAYOUTS.get(self.layout)
         if layout is None:
             raise ValueError(f"layout {self.layout!r} is not one of {sorted(LAYOUTS)}")

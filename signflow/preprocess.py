@@ -3,7 +3,7 @@
 Extract turns every training video into ``stored_frames`` RGB frames of
 ``frame_size`` x ``frame_size``; serving must turn an uploaded clip into exactly
 the same kind of array, or the model sees different inputs in production than
-in training. Both call this module (extract through :mod:`signflow.rgb_extract`,
+in training. Both call this module (extract through :mod:`signflow.extract.rgb`,
 which runs it over every crop plan in parallel), with the
 :class:`signflow.feature_spec.RgbFeatureSpec` that extract writes to
 ``data/features/preprocess.json`` (and train carries into the model file).

@@ -5,7 +5,7 @@ Outputs: ``<out>/{train,val,test}/`` shard folders (field ``frames``: uint8 ``(s
          ``<out>/preprocess.json`` (the feature spec, :mod:`signflow.feature_spec`), ``<out>/skipped.csv``;
          ``--report`` summary (DVC metrics)
 Params:  ``extract`` (+ ``crop`` for the crop policy recorded in the RGB spec; ``landmarks`` when
-         ``extract.representation`` is ``landmarks``, which hands the work to :mod:`signflow.landmarks`)
+         ``extract.representation`` is ``landmarks``, which hands the work to :mod:`signflow.extract.landmarks`)
 Run:     ``python -m stages.extract --params params.yaml --raw data/raw --crop data/crop --out data/features
          --report reports/extract.json``
 """
@@ -16,8 +16,10 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from signflow import atomic, crop, rgb_extract
+from signflow import atomic
 from signflow.config import ParamsError
+from signflow.extract import rgb
+from signflow.extract.plans import PLANS_NAME, SKIPPED_NAME, carried_skips, read_plans
 from signflow.feature_spec import RgbFeatureSpec
 from signflow.stage_cli import StageCli
 
@@ -48,14 +50,16 @@ def main(argv: list[str] | None = None) -> int:
         params = CLI.params(args)
         if not Path(args.raw).is_dir():
             raise FileNotFoundError(f"{args.raw}: raw data folder not found; run the download stage first")
-        plans_path = Path(args.crop) / crop.PLANS_NAME
-        plans = [dataclasses.asdict(plan) for plan in crop.read_plans(plans_path)]
+        plans_path = Path(args.crop) / PLANS_NAME
+        plans = [dataclasses.asdict(plan) for plan in read_plans(plans_path)]
+        crop_skips = carried_skips(plans_path)
     except (ParamsError, FileNotFoundError, ValueError) as error:
         return CLI.fail(error)
 
     if params.extract.representation == "landmarks":
         # Helper process pool in its own venv (MediaPipe); same plans, same output layout.
-        from signflow import landmarks
+        from signflow.extract import landmarks
+        from signflow.landmarks.pool import LandmarkEnvError
 
         try:
             summary = landmarks.extract_all(
@@ -66,10 +70,10 @@ def main(argv: list[str] | None = None) -> int:
                 progress=not args.no_progress,
                 cache_dir=args.landmark_cache or None,
             )
-        except landmarks.LandmarkEnvError as error:  # no .venv-landmarks: one line saying how to make it
+        except LandmarkEnvError as error:  # no .venv-landmarks: one line saying how to make it
             return CLI.fail(error)
     else:
-        summary = rgb_extract.extract_features(
+        summary = rgb.extract_features(
             plans,
             args.raw,
             args.out,
@@ -77,11 +81,11 @@ def main(argv: list[str] | None = None) -> int:
             shard_bytes=params.extract.shard_mb * 1024**2,
             num_workers=params.extract.num_workers,
             chunk_size=params.extract.chunk_size,
-            carried_skips=crop.read_skipped(Path(args.crop) / crop.SKIPPED_NAME),
+            carried_skips=crop_skips,
             progress=not args.no_progress,
         )
     atomic.write_json(args.report, summary)
-    skipped_csv = Path(args.out) / rgb_extract.SKIPPED_NAME
+    skipped_csv = Path(args.out) / SKIPPED_NAME
     per_split = summary.get("per_split", summary.get("written", {}))
     if plans and not any(per_split.values()):
         # Every video failed: no point handing empty shards to training (DVC keeps the old outputs).

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from signflow.config import CropParams, ExtractParams, LandmarksParams
+from signflow.extract.landmarks import landmark_spec
 from signflow.feature_spec import HandKeypointFiles, HolisticExtractor, LandmarkFeatureSpec, RgbFeatureSpec
-from signflow.landmarks import landmark_spec
 
 MEDIAPIPE = "0.10.21"  # requirements-landmarks.txt
 

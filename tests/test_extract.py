@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from feature_specs import rgb_spec
 
-from signflow import crop, preprocess, rgb_extract
+from signflow import crop, preprocess
+from signflow.extract import rgb as rgb_extract
 from signflow.shards import ShardReader
 from stages import extract as extract_stage
 

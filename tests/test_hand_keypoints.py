@@ -13,11 +13,11 @@ import torch
 from signflow.config import AugmentParams, LandmarkAugmentParams, Params, parse_params
 from signflow.feature_spec import HandKeypointFiles, load_spec
 from signflow.landmarks import hand_keypoints
-from signflow.landmarks.dataset import LandmarkDataset
 from signflow.landmarks.layout import get_layout
 from signflow.landmarks.normalize import stored_input
 from signflow.shards import ShardReader
 from signflow.training.data import DataError, open_split
+from signflow.training.landmark_data import LandmarkDataset
 
 PARAMS = parse_params({"extract": {"stored_frames": 16, "seq_len": 8}})
 AUGMENT = AugmentParams(landmarks=LandmarkAugmentParams(rotate_deg=5.0, mirror=True))

@@ -5,12 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from feature_specs import holistic_spec
 
 from signflow.config import LandmarksParams
-from signflow.landmarks import extract_split, worker_config
+from signflow.extract.landmarks import extract_split
 from signflow.landmarks.cache import LandmarkCache
+from signflow.landmarks.pool import worker_config
 from signflow.shards import ShardReader
+
+VERSION = "0.10.21"
 
 
 def _task(path: Path, box: list[int] | None = None) -> dict:
@@ -22,12 +26,13 @@ def test_key_follows_content_settings_and_range(tmp_path: Path) -> None:
     clip.write_bytes(b"video bytes")
     copy.write_bytes(b"video bytes")
     other.write_bytes(b"other bytes")
-    cache = LandmarkCache(tmp_path / "cache", worker_config(LandmarksParams()))
+    cache = LandmarkCache(tmp_path / "cache", worker_config(LandmarksParams()), mediapipe_version=VERSION)
     key = cache.key(_task(clip))
     assert cache.key(_task(copy)) == key  # same bytes under another name: same MediaPipe result
     assert cache.key(_task(other)) != key
     assert cache.key(_task(clip, box=[0, 0, 10, 10])) != key
-    lite = LandmarkCache(tmp_path / "cache", worker_config(LandmarksParams(model_complexity=0)))
+    lite_config = worker_config(LandmarksParams(model_complexity=0))
+    lite = LandmarkCache(tmp_path / "cache", lite_config, mediapipe_version=VERSION)
     assert lite.key(_task(clip)) != key
 
 
@@ -37,7 +42,7 @@ def test_extract_split_reads_hits_without_starting_mediapipe(tmp_path: Path) -> 
     raw = tmp_path / "raw"
     raw.mkdir()
     (raw / "v1.mp4").write_bytes(b"clip one")
-    cache = LandmarkCache(tmp_path / "cache", worker_config(params))
+    cache = LandmarkCache(tmp_path / "cache", worker_config(params), mediapipe_version=VERSION)
     rng = np.random.default_rng(0)
     arrays = tmp_path / "worker-output.npz"
     points = rng.random((6, 75, 3), dtype=np.float32)
@@ -47,8 +52,28 @@ def test_extract_split_reads_hits_without_starting_mediapipe(tmp_path: Path) -> 
     cache.put(cache.key({**_task(raw / "v1.mp4")}), arrays, answer)
     cache.put(cache.key(_task(raw / "v1.mp4")), arrays, {**answer, "ok": False})  # failures are never kept
 
+    reread = LandmarkCache(tmp_path / "cache", worker_config(params), mediapipe_version=VERSION)
     result = extract_split([plan], raw, tmp_path / "train", params, spec=spec, python="/nonexistent/python",
-                           progress=False, cache=LandmarkCache(tmp_path / "cache", worker_config(params)))  # fmt: skip
+                           progress=False, cache=reread)  # fmt: skip
     assert result.written == 1 and result.frames == 6 and not result.skipped
     reader = ShardReader(tmp_path / "train")
     np.testing.assert_allclose(reader.read(0, "points"), points[[0, 2, 3, 5]].astype(np.float16), rtol=1e-3)
+
+
+def test_another_mediapipe_version_is_another_key(tmp_path: Path) -> None:
+    """Another MediaPipe gives other landmarks for the same frames: its entries are never reused."""
+    clip = tmp_path / "a.mp4"
+    clip.write_bytes(b"video bytes")
+    arrays = tmp_path / "worker-output.npz"
+    np.savez(arrays, points=np.zeros((2, 75, 3), np.float32), mask=np.ones((2, 75), bool),
+             score=np.ones((2, 75), np.float16))  # fmt: skip
+    config = worker_config(LandmarksParams())
+    old = LandmarkCache(tmp_path / "cache", config, mediapipe_version="0.10.14")
+    old.put(old.key(_task(clip)), arrays, {"ok": True, "frames": 2, "width": 8, "height": 8})
+    assert old.get(old.key(_task(clip))) is not None
+
+    current = LandmarkCache(tmp_path / "cache", config, mediapipe_version=VERSION)
+    assert current.key(_task(clip)) != old.key(_task(clip))
+    assert current.get(current.key(_task(clip))) is None and current.misses == 1
+    with pytest.raises(ValueError, match="MediaPipe version"):
+        LandmarkCache(tmp_path / "cache", config, mediapipe_version="")

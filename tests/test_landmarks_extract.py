@@ -14,17 +14,9 @@ import pytest
 
 from signflow import video
 from signflow.config import LandmarksParams, parse_params
-from signflow.crop import Plan
+from signflow.extract.landmarks import extract_all
+from signflow.extract.plans import Plan
 from signflow.feature_spec import load_spec
-from signflow.landmarks import (
-    LandmarkEnvError,
-    LandmarkError,
-    WorkerPool,
-    extract_all,
-    extract_video,
-    installed_mediapipe_version,
-    landmarks_python,
-)
 from signflow.landmarks.layout import (
     HAND_JOINTS,
     HAND_WRIST,
@@ -36,6 +28,14 @@ from signflow.landmarks.layout import (
     RIGHT_SHOULDER,
     RIGHT_WRIST,
     get_layout,
+)
+from signflow.landmarks.pool import (
+    LandmarkEnvError,
+    LandmarkError,
+    WorkerPool,
+    extract_video,
+    installed_mediapipe_version,
+    landmarks_python,
 )
 from signflow.shards import ShardReader
 
@@ -193,7 +193,7 @@ def test_extract_all_writes_the_stage_outputs(landmark_python: Path, shared_data
     spec = load_spec(out)  # the MediaPipe that ran, for serving to compare with its own
     assert spec.extractor.mediapipe_version == installed_mediapipe_version(str(landmark_python)) == "0.10.21"
 
-    from signflow.landmarks.dataset import LandmarkDataset
+    from signflow.training.landmark_data import LandmarkDataset
 
     x, label = LandmarkDataset(out / "train", seq_len=16, train=True, seed=0)[0]
     assert x.shape == (16, 75, 4) and label == 1

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from feature_specs import MEDIAPIPE, hands_spec, holistic_spec, rgb_spec
 
-from signflow.landmarks import installed_mediapipe_version
 from signflow.landmarks.layout import get_layout
 from signflow.landmarks.normalize import stored_input
 from signflow.landmarks.online import ExtractorMismatch, LandmarkInputError, LandmarkPreprocessor
+from signflow.landmarks.pool import installed_mediapipe_version
 
 PREPROCESS = holistic_spec(stored_frames=8, seq_len=4, max_gap=2)
 

@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 import pytest
 import requests
-
 from served import bentoml_serve
-from signflow.inference import Predictor
-from signflow.landmarks import LandmarkEnvError, extract_video, installed_mediapipe_version, landmarks_python
-from signflow.landmarks.online import LandmarkPreprocessor
 from tiny_model import make_landmark_model_dir
+
+from signflow.inference import Predictor
+from signflow.landmarks.online import LandmarkPreprocessor
+from signflow.landmarks.pool import LandmarkEnvError, extract_video, installed_mediapipe_version, landmarks_python
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 CLIP = "01377"  # a real WLASL clip: 288x192, ~25 frames

@@ -29,10 +29,10 @@ from typing import Any
 import pytest
 import requests
 import yaml
-
 from served import serve_packaged
 from test_webpage import browser_page  # noqa: F401  (fixture: headless Chromium page)
-from signflow.landmarks import LandmarkEnvError, landmarks_python
+
+from signflow.landmarks.pool import LandmarkEnvError, landmarks_python
 from tests.conftest import REPO_ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]

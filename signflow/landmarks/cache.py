@@ -8,7 +8,8 @@ this cache such a re-run costs seconds, and a killed extraction resumes where it
 stopped instead of from the first clip.
 
 The key hashes the video file's bytes (not its name or mtime), the worker's settings
-(:func:`signflow.landmarks.worker_config`: model complexity, confidences, face) and the
+(:func:`signflow.landmarks.pool.worker_config`: model complexity, confidences, face), the
+MediaPipe version (another version gives other landmarks for the same frames) and the
 frame range and crop box, so an entry can only be reused for exactly the same input.
 An entry is the worker's ``.npz`` (every frame, as :mod:`signflow.landmarks.worker`
 wrote it) plus its answer JSON; both are written atomically, the JSON last, so a
@@ -35,9 +36,12 @@ def file_digest(path: str | os.PathLike[str]) -> str:
 class LandmarkCache:
     """``key(task)``; ``get(key)`` -> ``(npz path, answer)`` or None; ``put(key, npz path, answer)``."""
 
-    def __init__(self, folder: str | os.PathLike[str], config: dict[str, Any]):
+    def __init__(self, folder: str | os.PathLike[str], config: dict[str, Any], *, mediapipe_version: str):
+        if not mediapipe_version:
+            raise ValueError("a landmark cache needs the MediaPipe version its entries come from")
         self.folder = Path(folder)
         self.config = dict(config)
+        self.mediapipe_version = mediapipe_version
         self.hits = 0
         self.misses = 0
 
@@ -45,6 +49,7 @@ class LandmarkCache:
         described = {
             "video_sha256": file_digest(task["path"]),
             "config": self.config,
+            "mediapipe_version": self.mediapipe_version,
             "start": task.get("start") or 0,
             "stop": task.get("stop"),
             "box": task.get("box"),

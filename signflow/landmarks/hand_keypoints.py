@@ -9,7 +9,7 @@ training stage use it unchanged::
 
     <out>/{train,val,test}/   ShardWriter folders (points, mask, score)
     <out>/label_map.json      {"glosses": [...]} (sorted glosses; index = label)
-    <out>/preprocess.json     the feature spec (signflow.landmarks.landmark_spec): layout "hands",
+    <out>/preprocess.json     the feature spec (signflow.extract.landmarks.landmark_spec): layout "hands",
                               extractor "mediapipe-hands-files" (the files were made elsewhere)
     <out>/skipped.csv         video_id,reason,detail (unlabelled, unreadable, bad shape)
 
@@ -31,8 +31,10 @@ import numpy as np
 
 from signflow import atomic
 from signflow.config import Params, ParamsError, load_params
+from signflow.extract.landmarks import landmark_spec
+from signflow.extract.plans import SKIPPED_NAME, write_skipped
 from signflow.feature_spec import HandKeypointFiles, write_spec
-from signflow.landmarks import SPLITS, landmark_spec, write_skipped
+from signflow.index import SPLITS
 from signflow.landmarks.layout import HAND_JOINTS, get_layout
 from signflow.sampling import uniform_indices
 from signflow.shards import ShardWriter
@@ -135,7 +137,7 @@ def convert(
                     hand_frames["right_hand"] += int(mask[:, LAYOUT.part("right_hand")].any(axis=1).sum())
         atomic.write_json(tmp / "label_map.json", {"glosses": glosses})
         write_spec(tmp, spec)
-        write_skipped(tmp / "skipped.csv", skipped)
+        write_skipped(tmp / SKIPPED_NAME, skipped)
     return {
         "glosses": glosses,
         "per_split": {split: per_split[split] for split in SPLITS},

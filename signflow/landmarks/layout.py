@@ -120,6 +120,11 @@ def _hand_block(offset: int) -> list[tuple[int, int]]:
     return [(a + offset, b + offset) for a, b in HAND_EDGES]
 
 
+def holistic_layout_name(face: bool) -> str:
+    """The layout MediaPipe Holistic fills: pose and hands, plus the face subset with ``landmarks.face``."""
+    return "holistic_face" if face else "holistic"
+
+
 def _holistic(face: bool) -> Layout:
     left, right = POSE_JOINTS, POSE_JOINTS + HAND_JOINTS
     parts = {
@@ -141,8 +146,7 @@ def _holistic(face: bool) -> Layout:
         edges += [(a + start, b + start) for a, b in FACE_EDGES] + [(NOSE, start)]  # face nose tip - pose nose
         pairs += [(a + start, b + start) for a, b in FACE_MIRROR_PAIRS]
         num_joints += len(FACE_SUBSET)
-    name = "holistic_face" if face else "holistic"
-    return Layout(name, num_joints, parts, tuple(edges), _mirror_map(num_joints, pairs), root=NOSE)
+    return Layout(holistic_layout_name(face), num_joints, parts, tuple(edges), _mirror_map(num_joints, pairs), root=NOSE)
 
 
 def _hands() -> Layout:

@@ -2,7 +2,7 @@
 
 The service uses this for landmark models (``model.arch: landmark_*``), so a served request
 goes through exactly what extract + evaluate did: MediaPipe Holistic in the isolated
-environment (:class:`signflow.landmarks.WorkerPool`, started on first use and kept), then
+environment (:class:`signflow.landmarks.pool.WorkerPool`, started on first use and kept), then
 :func:`signflow.landmarks.normalize.stored_input` (uniform resampling to ``stored_frames``,
 gap filling, shoulder-centred normalisation, mask channel), all from the feature spec
 (:class:`signflow.feature_spec.LandmarkFeatureSpec`) saved with the model.
@@ -28,9 +28,9 @@ from typing import Any, Literal
 import numpy as np
 
 from signflow.feature_spec import FeatureSpecError, HolisticExtractor, LandmarkFeatureSpec, load_spec
-from signflow.landmarks import LandmarkEnvError, WorkerPool, installed_mediapipe_version
 from signflow.landmarks.layout import Layout, get_layout
 from signflow.landmarks.normalize import stored_input
+from signflow.landmarks.pool import LandmarkEnvError, WorkerPool, installed_mediapipe_version
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +101,8 @@ class LandmarkPreprocessor:
     def from_video(self, path: str | os.PathLike[str], *, max_frames: int | None = None) -> tuple[np.ndarray, dict]:
         """Landmarks of one video (MediaPipe worker, kept between calls) -> ``(model input, info)``.
 
-        Raises :class:`signflow.landmarks.LandmarkError` (unusable video, with a reason),
-        :class:`signflow.landmarks.LandmarkEnvError` (no isolated environment) or
+        Raises :class:`signflow.landmarks.pool.LandmarkError` (unusable video, with a reason),
+        :class:`signflow.landmarks.pool.LandmarkEnvError` (no isolated environment) or
         :class:`LandmarkInputError` for a hands-only model.
         """
         if not self.reads_video:
@@ -127,7 +127,7 @@ class LandmarkPreprocessor:
 
         Only for models that read video (a hands-files model never runs MediaPipe here). Reads
         the installed version from package metadata (MediaPipe is not started); raises
-        :class:`signflow.landmarks.LandmarkEnvError` when the landmark environment is missing.
+        :class:`signflow.landmarks.pool.LandmarkEnvError` when the landmark environment is missing.
         """
         extractor = self.spec.extractor
         if not self.reads_video or not isinstance(extractor, HolisticExtractor):

@@ -2,7 +2,7 @@
 
 Why a separate process and interpreter: the MediaPipe wheels that still bundle
 the Holistic models (<= 0.10.21) need protobuf < 5 and numpy < 2, while the main
-environment's kfp needs protobuf 6. :mod:`signflow.landmarks` starts this module as
+environment's kfp needs protobuf 6. :mod:`signflow.landmarks.pool` starts this module as
 
     .venv-landmarks/bin/python -m signflow.landmarks.worker --config '{"model_complexity": 1, ...}'
 
@@ -36,7 +36,14 @@ from typing import Any, TextIO
 import numpy as np
 
 from signflow import video
-from signflow.landmarks.layout import FACE_SUBSET, HAND_JOINTS, POSE_JOINTS, Layout, get_layout
+from signflow.landmarks.layout import (
+    FACE_SUBSET,
+    HAND_JOINTS,
+    POSE_JOINTS,
+    Layout,
+    get_layout,
+    holistic_layout_name,
+)
 
 
 class Extractor:
@@ -53,7 +60,7 @@ class Extractor:
         # Imported here, not at module level, so ``--help`` and the layout tables work without it.
         import mediapipe as mp
 
-        self.layout: Layout = get_layout("holistic_face" if face else "holistic")
+        self.layout: Layout = get_layout(holistic_layout_name(face))
         self.face = face
         self._holistic = mp.solutions.holistic.Holistic(
             static_image_mode=False,  # tracking across frames: faster and steadier on video

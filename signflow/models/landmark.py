@@ -1,6 +1,6 @@
 """Keypoint-sequence classifiers: ``landmark_lstm`` and ``landmark_gcn``.
 
-Input ``(B, T, J, C)`` as :class:`signflow.landmarks.dataset.LandmarkDataset`
+Input ``(B, T, J, C)`` as :class:`signflow.training.landmark_data.LandmarkDataset`
 yields it: normalised coordinates plus a last mask channel (1 = seen). ``J``
 picks the skeleton (:func:`signflow.landmarks.layout.layout_for_joints`:
 75 holistic, 93 holistic + face, 42 hands only).

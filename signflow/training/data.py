@@ -2,7 +2,7 @@
 
 One entry point, :func:`open_split`, reads a split folder's metadata ``kind``
 and builds the matching dataset (``video``: RGB clips, here; ``landmarks``:
-keypoint sequences, :mod:`signflow.landmarks.dataset`, imported only when used).
+keypoint sequences, :mod:`signflow.training.landmark_data`, imported only when used).
 
 Every random choice for a clip (temporal window, speed, crop, colour) comes
 from a generator seeded by ``(seed, epoch, clip index)``. Results therefore do
@@ -23,20 +23,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from signflow.config import AugmentParams
-from signflow.index import SPLITS
-from signflow.sampling import train_indices, uniform_indices
 from signflow.seed import derive_seed
 from signflow.shards import ShardReader
+from signflow.training.base_dataset import DataError, TemporalDataset
 
 log = logging.getLogger(__name__)
 
-
-
-class DataError(ValueError):
-    """Features on disk that do not fit the training run (missing split, label mismatch...)."""
 
 
 def read_label_map(path: str | os.PathLike[str]) -> list[str]:
@@ -65,43 +59,6 @@ def check_labels(reader: ShardReader, glosses: Sequence[str]) -> None:
                 f"{reader.directory}: clip {item.get('video_id')!r} is {gloss!r} with label {label}, "
                 f"but the label map says {glosses[label]!r}; features and label map are from different splits"
             )
-
-
-class TemporalDataset(Dataset):
-    """Shared part of RGB and cached-feature datasets: labels and per-clip temporal sampling."""
-
-    def __init__(
-        self,
-        reader: ShardReader,
-        *,
-        seq_len: int,
-        train: bool,
-        augment: AugmentParams | None = None,
-        seed: int = 0,
-    ):
-        self.reader = reader
-        self.seq_len = seq_len
-        self.train = train
-        self.augment = augment if augment is not None else AugmentParams()
-        self.seed = seed
-        self.epoch = 0
-        self.labels: list[int] = [int(item["label"]) for item in reader.items]
-
-    def __len__(self) -> int:
-        return len(self.reader)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def frame_indices(self, index: int, num_frames: int) -> np.ndarray:
-        """Training: random window (speed + jitter); evaluation: uniform over the clip."""
-        if not self.train:
-            return uniform_indices(num_frames, self.seq_len)
-        rng = np.random.default_rng(derive_seed(self.seed, "temporal", self.epoch, index))
-        aug = self.augment
-        return train_indices(
-            rng, num_frames, self.seq_len, jitter=aug.temporal_jitter, speed_min=aug.speed_min, speed_max=aug.speed_max
-        )
 
 
 class ClipDataset(TemporalDataset):
@@ -175,7 +132,7 @@ def open_split(
         )
     if kind == "landmarks":
         # Imported here so RGB training never loads the landmark stack.
-        from signflow.landmarks import dataset as landmark_dataset
+        from signflow.training import landmark_data
 
-        return landmark_dataset.open_landmark_split(reader, seq_len=seq_len, train=train, augment=augment, seed=seed)
+        return landmark_data.open_landmark_split(reader, seq_len=seq_len, train=train, augment=augment, seed=seed)
     raise DataError(f"{directory}: unknown split kind {kind!r} (expected 'video' or 'landmarks')")

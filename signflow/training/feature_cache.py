@@ -34,7 +34,7 @@ from tqdm import tqdm
 from signflow import archs
 from signflow.config import AugmentParams
 from signflow.shards import ShardReader, ShardWriter
-from signflow.training.data import TemporalDataset
+from signflow.training.base_dataset import TemporalDataset
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The extract stage's RGB path: every crop plan through the per-clip code, in parallel, into shards.
+"""``extract.representation: rgb``: every crop plan through the per-clip code, in parallel, into shards.
 
 :func:`extract_features` is :func:`signflow.preprocess.decode_to_stored` applied to each plan
 by a pool of processes (``extract.num_workers``, chunks of ``extract.chunk_size`` plans), the
@@ -10,7 +10,6 @@ clip at a time with :mod:`signflow.preprocess`.
 from __future__ import annotations
 
 import contextlib
-import csv
 import multiprocessing
 import os
 import shutil
@@ -25,13 +24,11 @@ import numpy as np
 from tqdm import tqdm
 
 from signflow import atomic, video
+from signflow.extract.plans import SKIPPED_NAME, write_skipped
 from signflow.feature_spec import RgbFeatureSpec, write_spec
 from signflow.index import SPLITS
 from signflow.preprocess import decode_to_stored
 from signflow.shards import ShardWriter
-
-SKIPPED_COLUMNS = ("video_id", "reason", "detail")
-SKIPPED_NAME = "skipped.csv"
 
 _worker_state: dict[str, Any] = {}
 
@@ -145,7 +142,7 @@ def extract_features(
         raise ValueError(f"plans name unknown splits {bad_split}; expected {SPLITS}")
     began = time.perf_counter()
     fields = {"frames": (config.stored_shape, "uint8")}
-    skipped: list[tuple[str, str, str]] = [(s["video_id"], s["reason"], s["detail"]) for s in carried_skips]
+    skipped: list[dict[str, str]] = list(carried_skips)
     carried = len(skipped)
     per_split = dict.fromkeys(SPLITS, 0)
     source_frames = 0
@@ -176,7 +173,7 @@ def extract_features(
                     position += 1
                     bar.update(1)
                     if frames is None:
-                        skipped.append((plan["video_id"], reason, detail))
+                        skipped.append({"video_id": plan["video_id"], "reason": reason, "detail": detail})
                         continue
                     writers[plan["split"]].add(
                         {"frames": frames},
@@ -189,10 +186,7 @@ def extract_features(
                     source_frames += int(count)
             bar.close()
         write_spec(tmp, config)
-        with open(tmp / SKIPPED_NAME, "w", newline="", encoding="utf-8") as handle:
-            writer_csv = csv.writer(handle)
-            writer_csv.writerow(SKIPPED_COLUMNS)
-            writer_csv.writerows(skipped)
+        write_skipped(tmp / SKIPPED_NAME, skipped)
     seconds = time.perf_counter() - began
     files, total_bytes = folder_bytes(out_dir)
     ok = sum(per_split.values())
@@ -200,7 +194,7 @@ def extract_features(
         "videos": len(plans) + carried,
         "extracted": ok,
         "skipped": len(skipped),
-        "skipped_by_reason": dict(Counter(reason for _, reason, _ in skipped)),
+        "skipped_by_reason": dict(Counter(row["reason"] for row in skipped)),
         "per_split": per_split,
         "source_frames": source_frames,
         "stored_frames": ok * config.stored_frames,

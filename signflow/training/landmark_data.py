@@ -28,12 +28,12 @@ import numpy as np
 import torch
 
 from signflow.config import AugmentParams, LandmarksParams
-from signflow.landmarks import KIND
+from signflow.feature_spec import LandmarkFeatureSpec
 from signflow.landmarks.layout import Layout, get_layout
 from signflow.landmarks.normalize import mirror, model_input, prepare
 from signflow.seed import derive_seed
 from signflow.shards import ShardReader
-from signflow.training.data import DataError, TemporalDataset
+from signflow.training.base_dataset import DataError, TemporalDataset
 
 
 class LandmarkDataset(TemporalDataset):
@@ -55,7 +55,7 @@ class LandmarkDataset(TemporalDataset):
         reader = split_dir if isinstance(split_dir, ShardReader) else _open_reader(Path(split_dir))
         super().__init__(reader, seq_len=seq_len, train=train, augment=augment, seed=seed)
         metadata = reader.metadata
-        if metadata.get("kind") != KIND:
+        if metadata.get("kind") != LandmarkFeatureSpec.model_fields["kind"].default:
             raise DataError(f"{reader.directory}: not a landmark split (metadata kind {metadata.get('kind')!r})")
         missing = {"points", "mask"} - set(reader.fields)
         if missing:
