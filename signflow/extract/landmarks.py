@@ -134,6 +134,12 @@ def extract_split(
     nothing (no pose, no hand) was ever detected, goes to ``result.skipped``.
     ``cache``: reuse MediaPipe results of identical inputs (:mod:`signflow.landmarks.cache`).
     """
+    extractor = spec.extractor
+    if cache is not None and isinstance(extractor, HolisticExtractor) and cache.mediapipe_version != extractor.mediapipe_version:
+        raise ValueError(
+            f"the landmark cache keys mediapipe {cache.mediapipe_version} results, but these features record "
+            f"mediapipe {extractor.mediapipe_version}"
+        )
     raw_dir, split_dir = Path(raw_dir), Path(split_dir)
     layout = get_layout(spec.layout)
     result = SplitResult()
