@@ -114,6 +114,8 @@ def installed_mediapipe_version(python: str | os.PathLike[str] | None = None) ->
 
 
 class _Worker:
+    """One worker process: its pipes, its stderr log (for error messages) and the task it is on."""
+
     def __init__(self, python: Path, config: dict[str, Any], log_dir: Path, number: int):
         env = dict(os.environ)
         # The isolated venv does not have signflow installed: make this checkout importable. Only a
