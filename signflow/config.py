@@ -294,7 +294,7 @@ class EvaluateParams(StrictModel):
 
 class PackageParams(StrictModel):
     model_name: str = Field("signflow-islr", pattern=r"^[a-z0-9][a-z0-9._-]*$")
-    metric: str = Field("test_top1", description="key in metrics.json used to pick the winner")
+    metric: str = Field("val_top1", description="key in metrics.json used to pick the winner (a val metric: never choose on test)")
     mode: Literal["max", "min"] = "max"
     candidates: list[str] = Field(default_factory=list, description="extra run folders to compare")
     experiments: bool = Field(True, description="also compare the DVC experiments `dvc exp show` lists")

@@ -60,7 +60,7 @@ def package_tiny_model(
 ) -> str:
     """Train-stage-shaped tiny model (``make_model(folder)``; default an RGB CNN-LSTM) -> the package
     stage (real CLI) -> its model tag."""
-    run = make_run(folder / "run", {"test_top1": 0.5}, make_model=make_model)
+    run = make_run(folder / "run", {"val_top1": 0.5, "test_top1": 0.25}, make_model=make_model)
     out = folder / "package.json"
     args = [
         sys.executable, "-m", "stages.package", "--params", str(params), "--models", str(run / "models"),

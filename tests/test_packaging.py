@@ -173,8 +173,8 @@ def _run_stage(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_package_stage_saves_the_winner_to_the_store_and_records_why(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    current = make_run(tmp_path / "current", {"test_top1": 0.5, "test_top5": 0.9})
-    better = make_run(tmp_path / "better", {"test": {"top1": 0.75}}, seed=1)
+    current = make_run(tmp_path / "current", {"val_top1": 0.5, "val_top5": 0.9, "test_top1": 0.95})
+    better = make_run(tmp_path / "better", {"val": {"top1": 0.75}, "test": {"top1": 0.25}}, seed=1)
     params = _params(tmp_path, [str(better)])
     drift = tmp_path / "drift_reference.json"
     drift.write_text(json.dumps({"kind": "signflow.drift.reference"}))
@@ -186,7 +186,7 @@ def test_package_stage_saves_the_winner_to_the_store_and_records_why(
     assert result.returncode == 0, result.stderr
     record = json.loads(out.read_text())
     assert record["winner"]["name"] == f"run:{better}"
-    assert "best test_top1" in record["reason"] and "0.75" in record["reason"]
+    assert "best val_top1" in record["reason"] and "0.75" in record["reason"]
     assert [c["value"] for c in record["candidates"]] == [0.75, 0.5]
     assert record["model_tag"].startswith("signflow-islr:")
     monkeypatch.setenv(RECORD_ENV, str(out))
@@ -200,9 +200,9 @@ def test_package_stage_saves_the_winner_to_the_store_and_records_why(
     for file in ("model.pt", "preprocess.json", "label_map.json", "metrics.json", "params.json", "drift_reference.json"):
         assert (store / file).is_file(), file
     assert json.loads((store / "label_map.json").read_text()) == {"glosses": list(GLOSSES)}
-    assert json.loads((store / "metrics.json").read_text()) == {"test": {"top1": 0.75}}
+    assert json.loads((store / "metrics.json").read_text()) == {"val": {"top1": 0.75}, "test": {"top1": 0.25}}
     info = yaml.safe_load((store / "model.yaml").read_text())
-    assert info["labels"]["arch"] == "cnn_lstm" and info["labels"]["metric"] == "test_top1"
+    assert info["labels"]["arch"] == "cnn_lstm" and info["labels"]["metric"] == "val_top1"
     assert info["labels"]["metric_value"] == "0.75"
     assert info["metadata"]["feature_spec"]["frame_size"] == 32
     assert "git_rev" in info["labels"]
@@ -211,7 +211,7 @@ def test_package_stage_saves_the_winner_to_the_store_and_records_why(
 def test_package_stage_fails_with_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from stages.package import main
 
-    current = make_run(tmp_path / "current", {"val_top1": 0.5})
+    current = make_run(tmp_path / "current", {"test_top1": 0.5})  # a test score alone never chooses
     out = tmp_path / "package.json"
     code = main(
         ["--params", str(_params(tmp_path, [])), "--models", str(current / "models"),
@@ -219,7 +219,7 @@ def test_package_stage_fails_with_one_clear_line(tmp_path: Path, capsys: pytest.
     )
     assert code == 2
     assert capsys.readouterr().err.strip() == (
-        "package: error: no candidate has the metric 'test_top1' (candidates: workspace); check package.metric"
+        "package: error: no candidate has the metric 'val_top1' (candidates: workspace); check package.metric"
     )
     assert not out.exists()
     assert main(["--params", str(_params(tmp_path, [])), "--models", str(tmp_path / "nowhere"),
@@ -256,7 +256,7 @@ def test_a_better_dvc_experiment_wins_and_is_fetched_from_the_cache(tmp_path: Pa
         "seed = yaml.safe_load(open('params.yaml'))['train']['seed']\n"
         "make_model_dir(pathlib.Path('models'), seed=seed)\n"
         "pathlib.Path('reports/evaluate').mkdir(parents=True, exist_ok=True)\n"
-        "json.dump({'test_top1': seed / 10}, open('reports/evaluate/metrics.json', 'w'))\n"
+        "json.dump({'val_top1': seed / 10}, open('reports/evaluate/metrics.json', 'w'))\n"
     )
     (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"train": {
         "cmd": "python make_run.py", "deps": ["make_run.py"], "params": ["train.seed"], "outs": ["models"],
@@ -272,7 +272,7 @@ def test_a_better_dvc_experiment_wins_and_is_fetched_from_the_cache(tmp_path: Pa
     # Back to the baseline workspace (seed 0, metric 0.0): the experiment lives only in DVC's refs/cache.
     run("git", "checkout", "--", ".")
     run("dvc", "checkout", "-q", "--force")
-    assert json.loads((repo / "reports/evaluate/metrics.json").read_text()) == {"test_top1": 0.0}
+    assert json.loads((repo / "reports/evaluate/metrics.json").read_text()) == {"val_top1": 0.0}
 
     result = subprocess.run(
         [sys.executable, "-m", "stages.package", "--params", "params.yaml", "--models", "models",
@@ -298,7 +298,7 @@ def test_a_better_dvc_experiment_wins_and_is_fetched_from_the_cache(tmp_path: Pa
 @pytest.mark.slow  # two BentoML processes: ~20 s
 def test_export_is_a_bentoml_model_another_store_imports(tmp_path: Path) -> None:
     """package --export: the one file a serving deployment pulls (the pipeline's Model output)."""
-    current = make_run(tmp_path / "current", {"test_top1": 0.5})
+    current = make_run(tmp_path / "current", {"val_top1": 0.5, "test_top1": 0.5})
     out, export = tmp_path / "package.json", tmp_path / "bento"
     result = _run_stage(
         tmp_path, "--params", str(_params(tmp_path, [])), "--models", str(current / "models"),

@@ -212,7 +212,7 @@ def test_metrics_follow_the_monitoring_contract(server: Served, clip) -> None:
     assert value(r'signflow_rejected_requests_total\{endpoint="predict_video",reason="empty"\}') >= 1
     assert value(r'signflow_rejected_requests_total\{endpoint="predict_video",reason="unauthorized"\}') >= 1
     assert value(
-        rf'signflow_model_info\{{arch="cnn_lstm",metric="test_top1",metric_value="0.5",model_tag="{server.tag}"\}}'
+        rf'signflow_model_info\{{arch="cnn_lstm",metric="val_top1",metric_value="0.5",model_tag="{server.tag}"\}}'
     ) == 1
     assert value("signflow_model_ready") == 1
     assert value("signflow_prediction_drift_psi") >= 0
