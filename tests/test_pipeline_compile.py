@@ -225,8 +225,9 @@ def test_raw_uri_imports_the_dataset_instead_of_downloading(tmp_path: Path) -> N
     assert json_format.MessageToDict(spec.root.input_definitions.parameters["raw_uri"].default_value) == (
         "s3://bucket/signflow/raw"
     )
-    for consumer in ("split", "crop", "extract"):  # every reader of raw reads the imported artifact
-        assert tasks[consumer].inputs.artifacts["raw"].task_output_artifact.producer_task == "importer"
+    # every reader of raw (split and crop: its index.json) reads the imported artifact
+    for consumer, artifact in (("split", "raw_index"), ("crop", "raw_index"), ("extract", "raw")):
+        assert tasks[consumer].inputs.artifacts[artifact].task_output_artifact.producer_task == "importer"
     with pytest.raises(ParamsError, match="kubeflow.raw_uri"):
         compile_cli.compile_pipeline(tmp_path / "q.yaml", params_path=REPO / "params.yaml", dvc_path=REPO / "dvc.yaml",
                                      overrides=["kubeflow.raw_uri=/local/path"])
