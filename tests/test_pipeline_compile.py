@@ -103,6 +103,19 @@ def test_artifacts_are_typed_and_chained(spec: pipeline_spec_pb2.PipelineSpec) -
     assert spec.root.dag.tasks["crop"].inputs.artifacts["split"].task_output_artifact.producer_task == "split"
 
 
+def test_the_videos_move_once(spec: pipeline_spec_pb2.PipelineSpec) -> None:
+    """Issue 12: download's ``raw`` (every video) is an input of extract alone; split and crop get
+    ``raw_index`` (index.json with each video's probe), so the launcher copies the videos into one pod."""
+    readers: dict[str, set[str]] = {}
+    for task_name, task in spec.root.dag.tasks.items():
+        for artifact in task.inputs.artifacts.values():
+            if artifact.task_output_artifact.producer_task == "download":
+                readers.setdefault(artifact.task_output_artifact.output_artifact_key, set()).add(task_name)
+    assert readers == {"raw": {"extract"}, "raw_index": {"split", "crop"}}
+    component = spec.components[spec.root.dag.tasks["download"].component_ref.name]
+    assert component.output_definitions.artifacts["raw_index"].artifact_type.schema_title == "system.Dataset"
+
+
 def test_parameters_default_to_params_yaml_and_reach_their_steps(
     spec: pipeline_spec_pb2.PipelineSpec, dvc_stages: dict[str, Any]
 ) -> None:
