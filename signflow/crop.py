@@ -141,7 +141,8 @@ def _fit(low: float, side: float, limit: int) -> tuple[float, float]:
 
 def plan_video(record: Record, raw_dir: str | os.PathLike[str], params: CropParams) -> Plan:
     """Probe the video and plan its crop and frame range; raises :class:`signflow.video.VideoError`."""
-    return plan_from_probe(record, VideoProbe.model_validate(video.probe(Path(raw_dir) / record.file).to_dict()), params)
+    info = video.probe(Path(raw_dir) / record.file)
+    return plan_from_probe(record, VideoProbe.model_validate(info.to_dict()), params)
 
 
 def plan_from_probe(record: Record, info: VideoProbe, params: CropParams) -> Plan:
