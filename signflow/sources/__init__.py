@@ -118,7 +118,7 @@ def run_download(params: DataParams, out_dir: str | Path, *, cache_dir: str | Pa
         entries, rows = dvc_repo.fetch(params.dvc, out_dir)
     else:  # pragma: no cover - DataParams restricts the values
         raise ValueError(f"data.source: unknown source {params.source!r}")
-    from signflow.sources import probes
+    from signflow.sources import probes  # here, not at the top: probes imports VideoStatus from this module
 
     entries, rows = probes.record_probes(entries, rows, out_dir)
     # Always present, even with no video obtained: dvc.yaml declares videos/ as an out.
