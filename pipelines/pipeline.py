@@ -40,6 +40,9 @@ from signflow.config import KubeflowParams, KubeflowResources, Params
 PIPELINE_NAME = "signflow"
 GPUS_SUFFIX = "_gpus"
 RAW_OUTPUT = "raw"  # the output kubeflow.raw_uri imports instead of producing
+# Also served by the imported folder: kfp's importer takes one URI with no run-time path join, so
+# split and crop get the whole folder there and read its index.json (their --index takes a folder).
+RAW_INDEX_OUTPUT = "raw_index"
 RAW_URI_PARAM = "raw_uri"
 SCRATCH_MOUNTS = {"scratch": "/tmp", "artifacts-minio": "/minio", "artifacts-s3": "/s3", "artifacts-gcs": "/gcs"}
 TELEMETRY_OFF = {"BENTOML_DO_NOT_TRACK": "True", "DO_NOT_TRACK": "1"}
@@ -143,7 +146,7 @@ def _imported_stage(kubeflow: KubeflowParams, stages: Sequence[Stage]) -> str | 
     (producer,) = producers
     for stage in stages:
         for item in stage.inputs:
-            if item.producer == producer.name and item.producer_output != RAW_OUTPUT:
+            if item.producer == producer.name and item.producer_output not in (RAW_OUTPUT, RAW_INDEX_OUTPUT):
                 raise PipelineError(
                     f"params kubeflow.raw_uri: {stage.name!r} also reads {item.producer_output!r} from "
                     f"{producer.name!r}, which an imported dataset does not have"

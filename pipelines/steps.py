@@ -24,33 +24,41 @@ run parameters are params leaves of the right type.
 from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
 
-def download(raw: Output[Dataset], metrics: Output[Metrics], params_data: str):
-    """dvc.yaml stage download: the raw videos and index.json (synthetic, WLASL or a local folder)."""
+def download(raw: Output[Dataset], raw_index: Output[Dataset], metrics: Output[Metrics], params_data: str):
+    """dvc.yaml stage download: the raw videos and index.json (synthetic, WLASL or a local folder).
+
+    index.json goes out twice: inside ``raw`` and alone as ``raw_index``, the small artifact split and
+    crop take, so only extract's pod receives the videos.
+    """
     from pipelines.runtime import log_metrics, run_stage
 
-    run_stage("stages.download", ["--out", raw.path, "--report", metrics.path], params={"data": params_data})
+    run_stage(
+        "stages.download",
+        ["--out", raw.path, "--index", raw_index.path, "--report", metrics.path],
+        params={"data": params_data},
+    )
     log_metrics(metrics, metrics.path)
 
 
-def split(raw: Input[Dataset], split: Output[Dataset], metrics: Output[Metrics], params_split: str):
-    """dvc.yaml stage split: train/val/test manifest and label map."""
+def split(raw_index: Input[Dataset], split: Output[Dataset], metrics: Output[Metrics], params_split: str):
+    """dvc.yaml stage split: train/val/test manifest and label map (from the index; no video)."""
     from pipelines.runtime import log_metrics, run_stage
 
     run_stage(
         "stages.split",
-        ["--raw", raw.path, "--out", split.path, "--report", metrics.path],
+        ["--index", raw_index.path, "--out", split.path, "--report", metrics.path],
         params={"split": params_split},
     )
     log_metrics(metrics, metrics.path)
 
 
-def crop(raw: Input[Dataset], split: Input[Dataset], crop: Output[Dataset], params_crop: str):
-    """dvc.yaml stage crop: per-video crop and trim plans."""
+def crop(raw_index: Input[Dataset], split: Input[Dataset], crop: Output[Dataset], params_crop: str):
+    """dvc.yaml stage crop: per-video crop and trim plans (from the probes in the index; no video)."""
     from pipelines.runtime import run_stage
 
     run_stage(
         "stages.crop",
-        ["--raw", raw.path, "--split", split.path, "--out", crop.path],
+        ["--index", raw_index.path, "--split", split.path, "--out", crop.path],
         params={"crop": params_crop},
     )
 

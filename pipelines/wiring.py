@@ -35,6 +35,7 @@ log = logging.getLogger("pipelines.wiring")
 # kfp artifact class per `vars.paths` name; anything else is a plain Artifact.
 ARTIFACT_TYPES = {
     "raw": "Dataset",
+    "raw_index": "Dataset",  # download's index.json alone: what split and crop read (not the videos)
     "split": "Dataset",
     "crop": "Dataset",
     "features": "Dataset",

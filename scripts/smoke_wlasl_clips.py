@@ -95,9 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     params = str(write_params(work, work / "source", args.arch, args.epochs))
     d = {name: str(work / name) for name in ("raw", "split", "crop", "features", "models", "live", "reports")}
     times = {
-        "download": run_stage("download", ["--params", params, "--out", d["raw"], "--report", f"{d['reports']}/download.json"], REPO_ROOT),
-        "split": run_stage("split", ["--params", params, "--raw", d["raw"], "--out", d["split"], "--report", f"{d['reports']}/split.json"], REPO_ROOT),
-        "crop": run_stage("crop", ["--params", params, "--raw", d["raw"], "--split", d["split"], "--out", d["crop"]], REPO_ROOT),
+        "download": run_stage("download", ["--params", params, "--out", d["raw"], "--index", f"{d['raw']}/index.json",
+                                           "--report", f"{d['reports']}/download.json"], REPO_ROOT),
+        "split": run_stage("split", ["--params", params, "--index", f"{d['raw']}/index.json", "--out", d["split"],
+                                     "--report", f"{d['reports']}/split.json"], REPO_ROOT),
+        "crop": run_stage("crop", ["--params", params, "--index", f"{d['raw']}/index.json", "--split", d["split"],
+                                   "--out", d["crop"]], REPO_ROOT),
         "extract": run_stage("extract", ["--params", params, "--raw", d["raw"], "--crop", d["crop"], "--out", d["features"],
                                          "--report", f"{d['reports']}/extract.json"], REPO_ROOT),
         "train": run_stage("train", ["--params", params, "--features", d["features"], "--labels", f"{d['split']}/label_map.json",

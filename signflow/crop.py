@@ -1,6 +1,7 @@
 """Per-video crop/trim plans: which pixels and which frames extract keeps.
 
-The crop stage only *plans* (cheap: a container probe per video); extract applies
+The crop stage only *plans* (from each video's probe, which download recorded in
+``index.json``; no video is opened here unless a record lacks it); extract applies
 the plan inside its single decode pass, so every frame is decoded once and the
 crop costs one array slice (measured: see ``docs/benchmarks.md``). Keeping crop a
 separate DVC stage means a change of ``crop.*`` params shows up in ``dvc status``
@@ -23,7 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from tqdm import tqdm
 from signflow import atomic, video
 from signflow.config import CropParams
 from signflow.extract.plans import PLANS_NAME, SKIPPED_NAME, Plan, write_skipped
+from signflow.index import VideoProbe
 from signflow.splits import Record
 
 log = logging.getLogger(__name__)
@@ -110,6 +112,11 @@ def _fit(low: float, side: float, limit: int) -> tuple[float, float]:
 def plan_video(record: Record, raw_dir: str | os.PathLike[str], params: CropParams) -> Plan:
     """Probe the video and plan its crop and frame range; raises :class:`signflow.video.VideoError`."""
     info = video.probe(Path(raw_dir) / record.file)
+    return plan_from_probe(record, VideoProbe.model_validate(info.to_dict()), params)
+
+
+def plan_from_probe(record: Record, info: VideoProbe, params: CropParams) -> Plan:
+    """Plan the crop and frame range from the video's probe (recorded by download); no file is read."""
     start, stop = frame_range(record.frame_start, record.frame_end)
     box, notes = crop_box(record.bbox, info.width, info.height, params)
     if info.num_frames and stop is not None and stop > info.num_frames:
@@ -135,15 +142,39 @@ def plan_video(record: Record, raw_dir: str | os.PathLike[str], params: CropPara
 
 
 def plan_all(
-    records: Sequence[Record], raw_dir: str | os.PathLike[str], params: CropParams, *, threads: int = 4
+    records: Sequence[Record],
+    raw_dir: str | os.PathLike[str] | None,
+    params: CropParams,
+    *,
+    recorded: Mapping[str, VideoProbe] | None = None,
+    threads: int = 4,
 ) -> Iterator[tuple[Record, Plan | None, video.VideoError | None]]:
-    """Plan every record in order; probing is I/O-bound, so a few threads overlap it."""
+    """Plan every record in order, from its ``recorded`` probe when there is one, else by probing.
+
+    ``recorded`` (from ``index.json``, :func:`signflow.index.recorded_probes`) is the normal
+    source. A record without one (an index written before download recorded probes) is probed
+    under ``raw_dir`` and its plan says so in ``notes``; with no ``raw_dir`` it cannot be planned
+    and is skipped as ``missing``. ``recorded=None`` probes every video (no index at hand).
+    Probing is I/O-bound, so a few threads overlap it.
+    """
 
     def one(record: Record) -> tuple[Record, Plan | None, video.VideoError | None]:
+        probe = None if recorded is None else recorded.get(record.video_id)
         try:
-            return record, plan_video(record, raw_dir, params), None
+            if probe is not None:
+                return record, plan_from_probe(record, probe, params), None
+            if raw_dir is None:
+                raise video.VideoError(
+                    "missing",
+                    f"{record.file}: index.json records no probe for {record.video_id} and no videos folder "
+                    "was given to probe it (re-run the download stage, or pass --raw)",
+                )
+            plan = plan_video(record, raw_dir, params)
         except video.VideoError as error:
             return record, None, error
+        if recorded is not None:
+            plan.notes.append("no probe recorded in index.json: probed the video")
+        return record, plan, None
 
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         yield from tqdm(pool.map(one, records), total=len(records), desc="crop plans", unit="video", leave=False)

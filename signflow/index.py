@@ -28,6 +28,7 @@ from signflow import atomic
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+INDEX_NAME = "index.json"  # inside the download folder (data/raw); dvc.yaml's paths.raw_index
 
 # A video id becomes a file name (videos/<id>.<ext>), so it must not be able to
 # escape that folder or collide on case-insensitive/odd file systems.
@@ -54,6 +55,24 @@ def check_video_id(video_id: str) -> str:
     return video_id
 
 
+class VideoProbe(BaseModel):
+    """What download read from an obtained video's container (no decoding): crop plans from it.
+
+    Recorded in ``index.json`` so split and crop need the index alone, not the videos
+    (docs/kubeflow.md section 6: only extract receives the videos). The values are
+    :func:`signflow.video.probe`'s, unchanged, so a plan made from them equals one made by
+    probing the file at crop time.
+    """
+
+    # extra="ignore": built straight from signflow.video.VideoInfo.to_dict() (duration, codec unused).
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    width: int = Field(gt=0)
+    height: int = Field(gt=0)
+    fps: float = Field(ge=0, description="0 when the container does not say")
+    num_frames: int = Field(ge=0, description="the container's count or an estimate; 0 when unknown")
+
+
 class Instance(BaseModel):
     """One video of one gloss (one WLASL ``instances`` item)."""
 
@@ -69,6 +88,7 @@ class Instance(BaseModel):
     bbox: list[float] | None = Field(None, description="[x0, y0, x1, y1] pixels of the original video")
     fps: float | None = Field(None, gt=0)
     file: str | None = Field(None, description="signflow: path of the obtained video, relative to the raw dir")
+    probe: VideoProbe | None = Field(None, description="signflow: the obtained video's container metadata")
 
     @field_validator("video_id", mode="before")
     @classmethod
@@ -94,10 +114,11 @@ class Instance(BaseModel):
         return self
 
     def to_json(self) -> dict[str, Any]:
-        """The WLASL dict; ``file`` only when the video was obtained."""
+        """The WLASL dict; ``file`` and ``probe`` only when the video was obtained (and probed)."""
         data = self.model_dump(mode="json")
-        if data.get("file") is None:
-            data.pop("file", None)
+        for key in ("file", "probe"):
+            if data.get(key) is None:
+                data.pop(key, None)
         # bbox ints stay ints in the written file (WLASL writes ints).
         if data.get("bbox") is not None:
             data["bbox"] = [int(v) if float(v).is_integer() else v for v in data["bbox"]]
@@ -331,6 +352,11 @@ def iter_instances(entries: Iterable[GlossEntry]) -> Iterable[tuple[GlossEntry, 
     for entry in entries:
         for instance in entry.instances:
             yield entry, instance
+
+
+def recorded_probes(entries: Iterable[GlossEntry]) -> dict[str, VideoProbe]:
+    """``video_id -> probe`` for the instances whose probe download recorded."""
+    return {inst.video_id: inst.probe for _, inst in iter_instances(entries) if inst.probe is not None}
 
 
 def to_json(entries: Iterable[GlossEntry]) -> list[dict[str, Any]]:

@@ -2,10 +2,13 @@
 
 Inputs:  ``data.source`` = ``synthetic`` (generated offline, the default), ``wlasl``
          (``data.wlasl.index`` path or URL; videos over HTTP(S)) or ``local`` (folder/archive)
-Outputs: ``<out>/videos/<video_id>.<ext>``, ``<out>/index.json`` (WLASL schema + ``file``),
-         ``<out>/status.csv``; ``--report`` counts by status (DVC metrics)
+Outputs: ``<out>/videos/<video_id>.<ext>``, ``<out>/index.json`` (WLASL schema + ``file`` and each
+         obtained video's ``probe``), ``<out>/status.csv``; ``--report`` counts by status (DVC metrics);
+         ``--index``: index.json once more, on its own (what split and crop read: in the Kubeflow
+         pipeline a small artifact, so only extract receives the videos; in dvc.yaml ``<out>/index.json`` itself)
 Params:  ``data``
-Run:     ``python -m stages.download --params params.yaml --out data/raw --report reports/download.json``
+Run:     ``python -m stages.download --params params.yaml --out data/raw --index data/raw/index.json
+         --report reports/download.json``
 
 ``<out>`` is assembled in a temporary sibling folder and renamed into place, so a
 killed run leaves no half-written ``data/raw``. WLASL downloads themselves are
@@ -22,7 +25,7 @@ from pathlib import Path
 
 from signflow import atomic
 from signflow.config import ParamsError
-from signflow.index import IndexFormatError
+from signflow.index import INDEX_NAME, IndexFormatError
 from signflow.sources import SourceError, run_download
 from signflow.stage_cli import StageCli
 
@@ -38,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = CLI.parser()
     parser.add_argument("--out", required=True, help="output folder (data/raw)")
     parser.add_argument("--report", default=None, help="metrics json: counts by status")
+    parser.add_argument("--index", default=None, help="also write index.json here (nothing when it is <out>/index.json)")
     parser.add_argument(
         "--cache-dir",
         default="data/.download-cache",
@@ -56,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
             summary = run_download(params, tmp, cache_dir=args.cache_dir)
     except (ParamsError, IndexFormatError, SourceError, OSError) as error:
         return CLI.fail(error)
+    index = out / INDEX_NAME
+    if args.index and Path(args.index).resolve() != index.resolve():
+        atomic.write_bytes(args.index, index.read_bytes())
     if args.report:
         atomic.write_json(args.report, summary)
     print(

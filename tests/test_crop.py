@@ -10,6 +10,8 @@ import pytest
 
 from signflow import crop, splits
 from signflow.config import CropParams
+from signflow.index import GlossEntry, Instance, load_index, recorded_probes, write_index
+from signflow.sources.probes import probe_file
 from signflow.splits import Record
 from stages import crop as crop_stage
 
@@ -133,3 +135,71 @@ def test_stage_without_manifest_is_a_clear_error(tmp_path: Path, capsys) -> None
     err = capsys.readouterr().err
     assert "run the split stage first" in err and "Traceback" not in err
     assert not (tmp_path / "crop").exists()
+
+
+def _clip_records(clips: Path) -> list[Record]:
+    """Every real clip of ../shared/data/wlasl-clips as a manifest record (its real bbox, when it has one)."""
+    with open(clips / "manifest.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    return [
+        Record(row["video_id"], row["gloss"], row["signer_id"], row["split_wlasl2000"], 3, 40,
+               tuple(json.loads(row["bbox"])) if row["bbox"] else (10, 10, 200, 150), None,
+               f"{row['video_id']}.mp4", label=number)
+        for number, row in enumerate(rows)
+    ]
+
+
+def test_plans_from_recorded_probes_equal_plans_from_probing(shared_data: Path, tmp_path: Path) -> None:
+    """The guarantee that lets crop read index.json alone: byte-equal plans.jsonl on real WLASL clips
+    (codecs, sizes 288x192 to 1920x1080, fractional frame rates), probes through an index.json round trip."""
+    clips = shared_data / "wlasl-clips"
+    records = _clip_records(clips)
+    params = CropParams(use_bbox=True, margin=0.1, square=True)
+    crop.write_plans(crop.plan_all(records, clips, params), tmp_path / "probed")  # how crop worked before
+    entries = [GlossEntry(gloss="g", instances=[
+        Instance(video_id=r.video_id, file=r.file, probe=probe_file(clips / r.file)) for r in records])]
+    write_index(entries, tmp_path / "index.json")
+    recorded = recorded_probes(load_index(tmp_path / "index.json"))
+    crop.write_plans(crop.plan_all(records, None, params, recorded=recorded), tmp_path / "recorded")
+    probed = (tmp_path / "probed" / crop.PLANS_NAME).read_bytes()
+    assert probed.count(b"\n") == len(records) > 100
+    assert (tmp_path / "recorded" / crop.PLANS_NAME).read_bytes() == probed
+    assert (tmp_path / "recorded" / crop.SKIPPED_NAME).read_bytes() == (tmp_path / "probed" / crop.SKIPPED_NAME).read_bytes()
+
+
+def test_a_record_without_a_probe_is_probed_and_says_so(make_video, tmp_path: Path) -> None:
+    path, _ = make_video("v.mp4", num_frames=10)
+    record = _record("v", path.name, 3, 40, (8, 4, 40, 44))
+    [(_, probed, _)] = crop.plan_all([record], tmp_path, SQUARE, recorded={})
+    assert probed.num_frames == 10 and probed.notes[-1] == "no probe recorded in index.json: probed the video"
+    assert probed.notes[:-1] == crop.plan_video(record, tmp_path, SQUARE).notes
+    [(_, plan, error)] = crop.plan_all([record], None, SQUARE, recorded={})  # and no videos to probe
+    assert plan is None and error.reason == "missing" and "re-run the download stage" in error.detail
+
+
+def test_stage_plans_from_the_index_alone(make_video, tmp_path: Path, capsys) -> None:
+    """No videos folder at all: crop reads the probes download recorded, never a video."""
+    path, _ = make_video("good.mp4", num_frames=6)
+    probe = probe_file(path)
+    path.unlink()
+    write_index([GlossEntry(gloss="g", instances=[
+        Instance(video_id="good", file="videos/good.mp4", probe=probe), Instance(video_id="old", file="videos/old.mp4"),
+    ])], tmp_path / "index.json")
+    splits.write_outputs(
+        splits.SplitResult([_record("good", "videos/good.mp4", bbox=(0, 0, 10, 10)), _record("old", "videos/old.mp4")],
+                           ["g"]),
+        tmp_path / "split",
+    )
+    params = tmp_path / "params.yaml"
+    params.write_text("crop: {margin: 0.5, square: true}\n")
+    argv = ["--params", str(params), "--index", str(tmp_path / "index.json"), "--split", str(tmp_path / "split"),
+            "--out", str(tmp_path / "crop")]
+    assert crop_stage.main(argv) == 0
+    [plan] = [json.loads(line) for line in (tmp_path / "crop" / "plans.jsonl").read_text().splitlines()]
+    assert (plan["video_id"], plan["box"], plan["width"], plan["num_frames"]) == ("good", [0, 0, 20, 20], 64, 6)
+    skipped = {row["video_id"]: row["reason"] for row in csv.DictReader(open(tmp_path / "crop" / "skipped.csv"))}
+    assert skipped == {"old": "missing"}  # an index from before probes, and no videos given
+    assert "1 plans" in capsys.readouterr().out
+    argv[argv.index("--index") + 1] = str(tmp_path / "nope.json")
+    assert crop_stage.main(argv) == 2
+    assert "nope.json: index not found; run the download stage first" in capsys.readouterr().err

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from signflow.config import DataParams, ParamsError, load_params
+from signflow.index import load_index, recorded_probes
 from signflow.sources import SourceError, read_status_csv, run_download
+from signflow.sources.probes import probe_file
 
 GIT_ENV = {
     **os.environ,
@@ -62,7 +64,9 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     _run("git", "tag", "v1", cwd=repo)
     first = raw / index[0]["instances"][0]["file"]
     shutil.copy(first, raw / "videos" / "extra.mp4")
-    index[0]["instances"].append({**index[0]["instances"][0], "video_id": "extra", "file": "videos/extra.mp4"})
+    # Written as before download recorded probes: "extra" has none (fetch probes what arrived).
+    extra = {key: value for key, value in index[0]["instances"][0].items() if key != "probe"}
+    index[0]["instances"].append({**extra, "video_id": "extra", "file": "videos/extra.mp4"})
     (raw / "index.json").write_text(json.dumps(index))
     _dvc("add", "-q", "data/raw", cwd=repo)
     _run("git", "commit", "-q", "-am", "v2", cwd=repo)
@@ -87,6 +91,17 @@ def test_fetches_the_versioned_raw_from_the_remote(project: dict[str, Path], tmp
     index = json.loads((out / "index.json").read_text())
     files = [inst.get("file") for entry in index for inst in entry["instances"]]
     assert all((out / f).is_file() for f in files if f) and files.count(None) == 1
+
+
+def test_recorded_probes_arrive_and_a_video_without_one_is_probed(project: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "raw"
+    run_download(_params(project["repo"]), out)
+    entries = load_index(out / "index.json")
+    obtained = {inst.video_id: inst for entry in entries for inst in entry.instances if inst.file}
+    probes = recorded_probes(entries)
+    assert set(probes) == set(obtained) and "extra" in probes  # so crop needs index.json alone
+    for video_id, inst in obtained.items():
+        assert probes[video_id] == probe_file(out / inst.file)
 
 
 def test_rev_pins_an_older_version(project: dict[str, Path], tmp_path: Path) -> None:

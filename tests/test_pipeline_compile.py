@@ -103,6 +103,19 @@ def test_artifacts_are_typed_and_chained(spec: pipeline_spec_pb2.PipelineSpec) -
     assert spec.root.dag.tasks["crop"].inputs.artifacts["split"].task_output_artifact.producer_task == "split"
 
 
+def test_the_videos_move_once(spec: pipeline_spec_pb2.PipelineSpec) -> None:
+    """Issue 12: download's ``raw`` (every video) is an input of extract alone; split and crop get
+    ``raw_index`` (index.json with each video's probe), so the launcher copies the videos into one pod."""
+    readers: dict[str, set[str]] = {}
+    for task_name, task in spec.root.dag.tasks.items():
+        for artifact in task.inputs.artifacts.values():
+            if artifact.task_output_artifact.producer_task == "download":
+                readers.setdefault(artifact.task_output_artifact.output_artifact_key, set()).add(task_name)
+    assert readers == {"raw": {"extract"}, "raw_index": {"split", "crop"}}
+    component = spec.components[spec.root.dag.tasks["download"].component_ref.name]
+    assert component.output_definitions.artifacts["raw_index"].artifact_type.schema_title == "system.Dataset"
+
+
 def test_parameters_default_to_params_yaml_and_reach_their_steps(
     spec: pipeline_spec_pb2.PipelineSpec, dvc_stages: dict[str, Any]
 ) -> None:
@@ -225,8 +238,9 @@ def test_raw_uri_imports_the_dataset_instead_of_downloading(tmp_path: Path) -> N
     assert json_format.MessageToDict(spec.root.input_definitions.parameters["raw_uri"].default_value) == (
         "s3://bucket/signflow/raw"
     )
-    for consumer in ("split", "crop", "extract"):  # every reader of raw reads the imported artifact
-        assert tasks[consumer].inputs.artifacts["raw"].task_output_artifact.producer_task == "importer"
+    # every reader of raw (split and crop: its index.json) reads the imported artifact
+    for consumer, artifact in (("split", "raw_index"), ("crop", "raw_index"), ("extract", "raw")):
+        assert tasks[consumer].inputs.artifacts[artifact].task_output_artifact.producer_task == "importer"
     with pytest.raises(ParamsError, match="kubeflow.raw_uri"):
         compile_cli.compile_pipeline(tmp_path / "q.yaml", params_path=REPO / "params.yaml", dvc_path=REPO / "dvc.yaml",
                                      overrides=["kubeflow.raw_uri=/local/path"])

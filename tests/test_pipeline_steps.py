@@ -144,14 +144,14 @@ def test_a_run_parameter_must_match_the_schema(name: str, annotation: type, mess
 def test_a_step_that_drifted_from_dvc_yaml_fails_the_compile(stages: dict[str, Stage]) -> None:
     producer_types = _producer_types(stages)
 
-    def split(raw: dsl.Input[dsl.Dataset], manifest: dsl.Output[dsl.Dataset], metrics: dsl.Output[dsl.Metrics],
+    def split(raw_index: dsl.Input[dsl.Dataset], manifest: dsl.Output[dsl.Dataset], metrics: dsl.Output[dsl.Metrics],
               params_split: str) -> None:  # fmt: skip
         """Its output renamed: dvc.yaml calls it split."""
 
     with pytest.raises(PipelineError, match=r"artifact outputs \(manifest: Dataset, metrics: Metrics\) differ"):
         check_step(interface(split), stages["split"], producer_types)
 
-    def crop(raw: dsl.Input[dsl.Dataset], split: dsl.Input[dsl.Dataset], crop: dsl.Output[dsl.Dataset],
+    def crop(raw_index: dsl.Input[dsl.Dataset], split: dsl.Input[dsl.Dataset], crop: dsl.Output[dsl.Dataset],
              params_crop: str, params_extract: str) -> None:  # fmt: skip
         """A section dvc.yaml does not give crop."""
 

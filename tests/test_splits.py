@@ -203,6 +203,25 @@ def test_stage_writes_outputs_and_drops_files_missing_on_disk(tmp_path: Path, ca
     assert "train 2, val 1, test 1" in capsys.readouterr().out
 
 
+def test_stage_given_the_index_alone_trusts_file_and_reads_no_video(tmp_path: Path) -> None:
+    """The pipeline's split pod gets index.json and no videos: download set ``file`` only for verified ones."""
+    instances = [
+        {"video_id": f"{i}", "split": s, "signer_id": i, "file": f"videos/{i}.mp4"}
+        for i, s in enumerate(["train", "train", "val", "test"])
+    ] + [{"video_id": "lost", "split": "test", "signer_id": 9}]  # not obtained: no file
+    index = tmp_path / "artifact" / "raw_index"
+    index.parent.mkdir()
+    index.write_text(json.dumps([{"gloss": "a", "instances": instances}]))
+    params = tmp_path / "params.yaml"
+    params.write_text("split: {strategy: official}\n")
+    argv = ["--params", str(params), "--index", str(index), "--out", str(tmp_path / "split"),
+            "--report", str(tmp_path / "r.json")]
+    assert split_stage.main(argv) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["counts"] == {"train": 2, "val": 1, "test": 1} and "missing_on_disk" not in report
+    assert [r.video_id for r in splits.read_manifest(tmp_path / "split" / "manifest.csv")] == ["0", "1", "2", "3"]
+
+
 @pytest.mark.parametrize(
     ("params_text", "make_index", "message"),
     [

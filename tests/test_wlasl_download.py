@@ -231,6 +231,19 @@ def test_download_statuses_resume_and_politeness(wlasl_site, tmp_path: Path) -> 
     assert {r.video_id: r.status for r in read_status_csv(out2 / "status.csv")} == expected
 
 
+def test_every_downloaded_video_has_its_probe_in_the_index(wlasl_site, tmp_path: Path) -> None:
+    """Crop plans from these (split and crop get index.json alone), so they must be the files' own."""
+    _, index_url, _, _ = wlasl_site
+    params = _params(index_url)
+    params.wlasl.max_videos = 1  # the first entry is an "ok" one
+    out = tmp_path / "raw"
+    run_download(params, out, cache_dir=tmp_path / "cache")
+    [inst] = [inst for entry in load_index(out / "index.json") for inst in entry.instances]
+    info = video.probe(out / inst.file)
+    assert inst.probe is not None and inst.probe.model_dump() == {
+        "width": info.width, "height": info.height, "fps": info.fps, "num_frames": info.num_frames}
+
+
 def test_partial_file_without_marker_is_not_taken_as_complete(wlasl_site, tmp_path: Path) -> None:
     server, index_url, expected, routes = wlasl_site
     cache = tmp_path / "cache"

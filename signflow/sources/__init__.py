@@ -1,7 +1,7 @@
 """Where the videos come from: ``data.source`` = synthetic | wlasl | local | dvc.
 
 Every source produces the same ``data/raw`` contract (docs/ARCHITECTURE.md):
-``videos/<video_id>.<ext>``, ``index.json`` (WLASL schema + ``file``),
+``videos/<video_id>.<ext>``, ``index.json`` (WLASL schema + ``file`` and ``probe``),
 ``status.csv`` (one row per video) and a summary dict for ``reports/download.json``.
 :func:`run_download` is the one entry point; the stage CLI and the Kubeflow
 component both call it with a (temporary) output folder.
@@ -118,6 +118,11 @@ def run_download(params: DataParams, out_dir: str | Path, *, cache_dir: str | Pa
         entries, rows = dvc_repo.fetch(params.dvc, out_dir)
     else:  # pragma: no cover - DataParams restricts the values
         raise ValueError(f"data.source: unknown source {params.source!r}")
+    from signflow.sources import probes  # here, not at the top: probes imports VideoStatus from this module
+
+    entries, rows = probes.record_probes(entries, rows, out_dir)
+    # Always present, even with no video obtained: dvc.yaml declares videos/ as an out.
+    (out_dir / "videos").mkdir(exist_ok=True)
     write_index(entries, out_dir / "index.json")
     write_status_csv(rows, out_dir / "status.csv")
     summary = summarize(params.source, entries, rows, time.perf_counter() - started)

@@ -6,7 +6,9 @@ copy instead of crawling the web again. ``dvc.api.DVCFileSystem`` reads the fold
 revision straight from the project's remote (as ``dvc get`` does), without a git checkout of
 ours. The folder must already hold the ``data/raw`` contract (``index.json`` with ``file``,
 ``videos/``); ``status.csv`` is rebuilt from what actually arrived, so a file the index names
-but the remote lacks is reported ``missing`` rather than failing later in crop.
+but the remote lacks is reported ``missing`` rather than failing later in crop. A folder
+written before download recorded probes has none in its index: the download stage probes
+what arrived (:mod:`signflow.sources.probes`), so crop still plans from the index alone.
 """
 
 from __future__ import annotations
