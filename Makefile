@@ -26,8 +26,10 @@ venv-landmarks:  ## isolated MediaPipe env for extract.representation: landmarks
 	$(LANDMARKS_VENV)/bin/pip install -q --upgrade pip
 	$(LANDMARKS_VENV)/bin/pip install -q -r requirements-landmarks.txt
 
-test:  ## fast suite (< 15 min on 2 cores)
-	$(BIN)/python -m pytest -m "not slow" -q
+# Fast-suite processes (pytest-xdist); the slow suite stays serial (real servers, ports, BentoML stores).
+TEST_WORKERS ?= 2
+test:  ## fast suite (about 1.5 min on 2 cores)
+	$(BIN)/python -m pytest -m "not slow" -q -n $(TEST_WORKERS)
 
 test-slow:  ## real-system tests: full dvc repro, kfp local run, bentoml serve, prometheus, browser
 	$(BIN)/python -m pytest -m slow -q

@@ -314,6 +314,7 @@ def test_build_fails_unless_torch_is_the_variant_it_asked_for(build: list[tuple[
         "TORCH_VARIANT=cu128 wants CUDA 12.8 but found torch 2.14.1 (torch.version.cuda=13.0)"]
 
 
+@pytest.mark.slow  # two fresh interpreters importing torch (~5 s)
 def test_torch_variant_check_on_this_venvs_torch() -> None:
     """The script as the build runs it, against the torch installed here (CUDA or CPU build)."""
     torch = pytest.importorskip("torch")

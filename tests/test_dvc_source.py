@@ -80,6 +80,7 @@ def _params(repo: Path | str, **dvc: str) -> DataParams:
     return DataParams.model_validate({"source": "dvc", "dvc": {"repo": str(repo), **dvc}})
 
 
+@pytest.mark.slow  # a real git + DVC project, pushed to a local remote (~6 s of setup)
 def test_fetches_the_versioned_raw_from_the_remote(project: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "raw"
     summary = run_download(_params(project["repo"]), out)
@@ -104,11 +105,13 @@ def test_recorded_probes_arrive_and_a_video_without_one_is_probed(project: dict[
         assert probes[video_id] == probe_file(out / inst.file)
 
 
+@pytest.mark.slow  # a real git + DVC project, pushed to a local remote (~6 s of setup)
 def test_rev_pins_an_older_version(project: dict[str, Path], tmp_path: Path) -> None:
     summary = run_download(_params(project["repo"], rev="v1"), tmp_path / "raw")
     assert summary["ok"] == 4 and not (tmp_path / "raw" / "videos" / "extra.mp4").exists()
 
 
+@pytest.mark.slow  # a real git + DVC project, pushed to a local remote (~6 s of setup)
 def test_refusals_say_what_is_wrong(project: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="has no index.json"):
         run_download(_params(project["repo"], path="data/nothing"), tmp_path / "a")
@@ -127,6 +130,7 @@ def test_dvc_source_needs_a_repo(tmp_path: Path) -> None:
         load_params(params)
 
 
+@pytest.mark.slow  # a real git + DVC project, pushed to a local remote (~6 s of setup)
 def test_a_git_url_is_cloned_without_a_git_binary(project: dict[str, Path], tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """What a pod does: clone the project by URL (dulwich; the image has no git) and read the remote."""

@@ -110,6 +110,7 @@ def check_plausible(points: np.ndarray, mask: np.ndarray, width: int, height: in
     return rates
 
 
+@pytest.mark.slow  # real MediaPipe on a real clip (~6 s)
 def test_signer_video_pose_and_hands_are_plausible(landmark_python: Path, shared_data: Path) -> None:
     path = shared_data / "misc" / "signer_test_video.mp4"
     points, mask = extract_video(path, python=str(landmark_python))

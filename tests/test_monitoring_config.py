@@ -145,6 +145,7 @@ def test_rule_with_a_syntax_error_is_reported(monitoring_copy: Path) -> None:
 
 
 @needs_promtool
+@pytest.mark.slow  # a second full promtool run (~10 s)
 def test_alert_that_cannot_fire_fails_its_unit_test(monitoring_copy: Path) -> None:
     # A ratio never exceeds 1 + threshold: the generated promtool tests must catch the silent alert.
     alerts = monitoring_copy / "rules" / "alerts.yml"
