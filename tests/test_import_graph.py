@@ -13,6 +13,7 @@ import ast
 from pathlib import Path
 
 from tests.conftest import REPO_ROOT
+from tests.test_dvc_deps import closure
 
 ROOTS = ("serving", "signflow")
 # signflow.sources.run_download imports the source modules inside the function (dispatch on
@@ -116,17 +117,9 @@ def test_no_import_cycle_through_imports_inside_functions() -> None:
 
 
 def test_the_mediapipe_worker_imports_only_what_its_environment_has() -> None:
-    """Parent packages count: ``import signflow.landmarks.layout`` runs ``signflow/landmarks/__init__.py``."""
-    graph, reached, todo = _graph(module_level=False), set(), ["signflow.landmarks.worker"]
-    while todo:
-        name = todo.pop()
-        if name in reached:
-            continue
-        reached.add(name)
-        parts = name.split(".")
-        todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))
-        todo.extend(graph[name])
-    assert reached == WORKER_CLOSURE
+    """The closure DVC's deps test computes (parent packages count: ``signflow/landmarks/__init__.py`` runs)."""
+    reached = {".".join(path.relative_to(REPO_ROOT).with_suffix("").parts) for path in closure("signflow.landmarks.worker")}
+    assert {name.removesuffix(".__init__") for name in reached} == WORKER_CLOSURE
 
 
 def test_the_checks_find_what_they_look_for(tmp_path: Path) -> None:
