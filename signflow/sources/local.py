@@ -33,6 +33,7 @@ from signflow import video
 from signflow.config import LocalSourceParams
 from signflow.index import GlossEntry, Instance, check_video_id, load_index_skipping
 from signflow.sources import SourceError, VideoStatus
+from signflow.sources.probes import probe_file
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +206,7 @@ class _Importer:
             self.rows.append(VideoStatus(inst.video_id, gloss, "missing", "video file not found", 0, url))
             return inst
         try:
-            video.probe(src)
+            probe = probe_file(src)  # kept in the index, so record_probes need not open the file again
             if not any(True for _ in video.iter_frames(src, 0, 1)):
                 raise video.VideoError("no_frames", f"{src.name}: no frames")
         except video.VideoError as error:
@@ -218,7 +219,7 @@ class _Importer:
         except OSError:
             shutil.copy2(src, target)
         self.rows.append(VideoStatus(inst.video_id, gloss, "ok", "", target.stat().st_size, url))
-        return inst.model_copy(update={"file": rel, "url": inst.url or url})
+        return inst.model_copy(update={"file": rel, "url": inst.url or url, "probe": probe})
 
 
 def _import_wlasl(root: Path, params: LocalSourceParams, importer: _Importer) -> list[GlossEntry]:
