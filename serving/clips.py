@@ -1,8 +1,9 @@
 """From an accepted input to the model's input, with the extract stage's own code.
 
-:class:`ClipReader` probes a video under the ``serve`` limits (a 4K or hour-long file is refused
-unread), then decodes and preprocesses it with :mod:`signflow.preprocess` (or, for landmark
-models, MediaPipe and the evaluate-time normalisation). :func:`cancellable` runs that work in a
+:class:`ClipReader` checks a video's probe against the ``serve`` limits (a 4K or hour-long file is
+refused before any frame is decoded), then decodes and preprocesses it with
+:mod:`signflow.preprocess` (or, for landmark models, MediaPipe and the evaluate-time
+normalisation). :func:`cancellable` runs that work in a
 thread that stops within a frame once its request has ended.
 """
 
@@ -36,11 +37,15 @@ class ClipReader:
         """Probe and apply the limits: a 4K or hour-long file is refused unread."""
         from signflow import video as video_io
 
-        serve = self.serve
         try:
             info = video_io.probe(path)
         except video_io.VideoError as error:
             raise Rejected(error.reason, client_detail(error.detail, path)) from None
+        return self.check_limits(info)
+
+    def check_limits(self, info: Any) -> Any:
+        """Refuse a probed video (:class:`signflow.video.VideoInfo`) over the ``serve`` limits; else return it."""
+        serve = self.serve
         if info.width > serve.max_width or info.height > serve.max_height:
             raise Rejected(
                 "resolution_too_large",
@@ -53,21 +58,22 @@ class ClipReader:
         return info
 
     def video(self, path: Path) -> tuple[np.ndarray, dict[str, Any]]:
-        """Probe (limits first), then decode + preprocess with the extract stage's code."""
+        """Decode + preprocess with the extract stage's code, the limits checked on the container's
+        probe as it opens (a 4K or hour-long file is refused before any frame is decoded)."""
         from signflow import video as video_io
         from signflow.preprocess import decode_to_stored
 
-        info = self.probe(path)
+        probed: list[Any] = []
         try:
-            # The probed count lets frames past the hold budget (preprocess.HOLD_BYTES per request) be
-            # dropped unconverted: one decode pass, only the stored frames converted, memory bounded;
-            # a wrong count never changes the answer.
+            # One open per upload; its probed count lets frames past the hold budget
+            # (preprocess.HOLD_BYTES per request) be dropped unconverted: one decode pass, only the
+            # stored frames converted, memory bounded; a wrong count never changes the answer.
             stored, count = decode_to_stored(path, config=self.preprocess, max_frames=self.serve.max_frames,
-                                             num_frames=info.num_frames)
+                                             on_probe=lambda info: probed.append(self.check_limits(info)))
         except video_io.VideoError as error:
             reason = "too_many_frames" if error.reason == "too_large" else error.reason
             raise Rejected(reason, client_detail(error.detail, path)) from None
-        return stored, input_info(info, count)
+        return stored, input_info(probed[0], count)
 
     def video_landmarks(self, path: Path) -> tuple[np.ndarray, dict[str, Any]]:
         """Probe (limits first), then MediaPipe Holistic + the evaluate-time normalisation."""

@@ -53,6 +53,7 @@ SeqLen = _from_params(ExtractParams, "seq_len")
 StoredFrames = _from_params(ExtractParams, "stored_frames")
 FrameSize = _from_params(ExtractParams, "frame_size")
 MinFrames = _from_params(ExtractParams, "min_frames")
+Resize = _from_params(ExtractParams, "resize")
 UseBbox = _from_params(CropParams, "use_bbox")
 Margin = _from_params(CropParams, "margin")
 Square = _from_params(CropParams, "square")
@@ -92,6 +93,8 @@ class RgbFeatureSpec(_ClipSpec):
     use_bbox: UseBbox
     margin: Margin
     square: Square
+    # The one field with a default: specs written before it existed were all made with OpenCV.
+    resize: Resize = "opencv_area"
 
     @classmethod
     def from_params(cls, extract: ExtractParams, crop: CropParams) -> RgbFeatureSpec:
@@ -104,6 +107,7 @@ class RgbFeatureSpec(_ClipSpec):
             use_bbox=crop.use_bbox,
             margin=crop.margin,
             square=crop.square,
+            resize=extract.resize,
         )
 
     @property

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,29 +37,61 @@ Box = Sequence[int] | None
 log = logging.getLogger(__name__)
 
 
-def resize_frame(frame: np.ndarray, box: Box, config: RgbFeatureSpec) -> np.ndarray:
-    """Crop one ``(H, W, 3)`` RGB frame to ``box`` and resize it to ``frame_size`` square."""
-    if frame.ndim != 3 or frame.shape[2] != 3:
-        raise ValueError(f"expected an (H, W, 3) RGB frame, got shape {frame.shape}")
-    if box is not None:
-        x0, y0, x1, y1 = (int(v) for v in box)
-        height, width = frame.shape[:2]
-        # Boxes are planned on the probed size; clip again in case the decoded size differs.
-        x0, x1 = max(0, min(x0, width - 1)), max(1, min(x1, width))
-        y0, y1 = max(0, min(y0, height - 1)), max(1, min(y1, height))
-        if x1 > x0 and y1 > y0:
-            frame = frame[y0:y1, x0:x1]
+def _fitted(height: int, width: int, config: RgbFeatureSpec) -> tuple[int, int]:
+    """``(width, height)`` of a ``height`` x ``width`` picture scaled to the stored size: the longer side
+    ``frame_size`` and the proportions kept when ``square`` is set (letterboxed by :func:`_letterbox`)."""
     size = config.frame_size
-    height, width = frame.shape[:2]
     if not config.square or height == width:
-        return cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
+        return size, size
     scale = size / max(height, width)
-    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
-    small = cv2.resize(frame, (new_w, new_h), interpolation=cv2.INTER_AREA)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _letterbox(small: np.ndarray, config: RgbFeatureSpec) -> np.ndarray:
+    size = config.frame_size
+    if small.shape[:2] == (size, size):
+        return small
+    new_h, new_w = small.shape[:2]
     out = np.zeros((size, size, 3), dtype=np.uint8)
     top, left = (size - new_h) // 2, (size - new_w) // 2
     out[top : top + new_h, left : left + new_w] = small
     return out
+
+
+def resize_frame(frame: np.ndarray, box: Box, config: RgbFeatureSpec) -> np.ndarray:
+    """Crop one ``(H, W, 3)`` RGB frame to ``box`` and resize it to ``frame_size`` square (``config.resize``)."""
+    if frame.ndim != 3 or frame.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) RGB frame, got shape {frame.shape}")
+    clipped = video.clip_box(box, frame.shape[1], frame.shape[0])
+    if config.resize == "swscale_area":
+        height, width = _box_shape(clipped, frame.shape[0], frame.shape[1])
+        return _letterbox(video.scaled_rgb(frame, clipped, *_fitted(height, width, config)), config)
+    if clipped is not None:
+        x0, y0, x1, y1 = clipped
+        frame = frame[y0:y1, x0:x1]
+    new_w, new_h = _fitted(frame.shape[0], frame.shape[1], config)
+    return _letterbox(cv2.resize(frame, (new_w, new_h), interpolation=cv2.INTER_AREA), config)
+
+
+def store_frame(frame: Any, box: Box, config: RgbFeatureSpec) -> np.ndarray:
+    """One decoded (PyAV) frame -> its stored ``(S, S, 3)`` frame.
+
+    ``opencv_area``: only the box is converted to RGB (:func:`signflow.video.to_rgb`: the same pixels
+    as converting the whole frame), then :func:`resize_frame`. ``swscale_area``: one swscale pass
+    from the decoded planes (:func:`signflow.video.scaled_rgb`).
+    """
+    clipped = video.clip_box(box, frame.width, frame.height)
+    if config.resize == "swscale_area":
+        height, width = _box_shape(clipped, frame.height, frame.width)
+        return _letterbox(video.scaled_rgb(frame, clipped, *_fitted(height, width, config)), config)
+    return resize_frame(video.to_rgb(frame, clipped), None, config)
+
+
+def _box_shape(box: video.Box | None, height: int, width: int) -> tuple[int, int]:
+    if box is None:
+        return height, width
+    x0, y0, x1, y1 = box
+    return y1 - y0, x1 - x0
 
 
 def _sample(frames: list[np.ndarray], config: RgbFeatureSpec, name: str) -> tuple[np.ndarray, int]:
@@ -91,6 +123,7 @@ def decode_to_stored(
     num_frames: int | None = None,
     threads: int | None = None,
     hold_bytes: int | None = None,
+    on_probe: Callable[[video.VideoInfo], None] | None = None,
 ) -> tuple[np.ndarray, int]:
     """Decode ``[start, stop)`` of a video once into ``(stored_frames, S, S, 3)`` uint8, plus the source count.
 
@@ -104,11 +137,12 @@ def decode_to_stored(
     :func:`signflow.sampling.uniform_indices` picks the frames to convert. The container's
     count cannot be trusted for that (35 of the 199 wlasl-clips decode fewer frames than it
     says). Frames that leave the hold budget are converted if the container's count
-    (``num_frames``, e.g. from the crop plan or the serving probe; else read from the stream
-    when it opens) would sample them and dropped otherwise (every one converted when there
+    (``num_frames``, e.g. from the crop plan; else the container's, read when it opens) would sample them and dropped otherwise (every one converted when there
     is no count); only a clip both longer than the budget and miscounted is decoded a second
     time. The result never depends on ``num_frames``, ``threads`` (decoder threads, see
-    :func:`signflow.video.iter_lazy_frames`) or the budget (tested).
+    :func:`signflow.video.iter_lazy_frames`) or the budget (tested). ``on_probe(info)`` sees the
+    container's :class:`signflow.video.VideoInfo` before any frame is decoded (serving refuses an
+    upload over its limits there, so an upload is opened once); what it raises ends the decode.
     """
     name = Path(path).name
     likely: set[int] | None = None  # the frames the container's count would sample
@@ -120,10 +154,14 @@ def decode_to_stored(
             likely = set(sampling.uniform_indices(expected, config.stored_frames).tolist())
 
     expect(num_frames)
-    # Without a count from the caller, the container's own (read when the decoder opens it).
-    on_open = None if num_frames else (lambda stream: expect(int(stream.frames or 0)))
 
-    held: deque[tuple[int, Any]] = deque()  # (clip-relative index, unconverted frame), oldest first
+    def on_open(info: video.VideoInfo) -> None:
+        if not num_frames:  # without a count from the caller, the container's own
+            expect(info.num_frames)
+        if on_probe is not None:
+            on_probe(info)
+
+    held: deque[tuple[int, Any, int]] = deque()  # (clip-relative index, unconverted frame, its bytes), oldest first
     held_bytes = 0
     budget = HOLD_BYTES if hold_bytes is None else hold_bytes
     small: dict[int, np.ndarray] = {}  # clip-relative index -> cropped and resized frame
@@ -133,13 +171,14 @@ def decode_to_stored(
         count += 1
         if max_frames is not None and count > max_frames:
             raise video.VideoError("too_large", f"{name}: more than {max_frames} frames")
-        held.append((index - start, frame))
-        held_bytes += video.frame_bytes(frame)
+        size = video.frame_bytes(frame)
+        held.append((index - start, frame, size))
+        held_bytes += size
         while held_bytes > budget and held:
-            position, old = held.popleft()
-            held_bytes -= video.frame_bytes(old)
+            position, old, size = held.popleft()
+            held_bytes -= size
             if likely is None or position in likely:
-                small[position] = resize_frame(video.to_rgb(old), box, config)
+                small[position] = store_frame(old, box, config)
             else:
                 dropped = True
     if count == 0:
@@ -149,11 +188,11 @@ def decode_to_stored(
     if count < config.min_frames:
         raise video.VideoError("too_short", f"{name}: {count} frames, fewer than min_frames={config.min_frames}")
     indices = sampling.uniform_indices(count, config.stored_frames)
-    unconverted = dict(held)
+    unconverted = {position: frame for position, frame, _ in held}
     missing: set[int] = set()
     for position in {int(i) for i in indices} - small.keys():
         if position in unconverted:
-            small[position] = resize_frame(video.to_rgb(unconverted[position]), box, config)
+            small[position] = store_frame(unconverted[position], box, config)
         else:
             missing.add(position)
     del held, unconverted
@@ -163,7 +202,7 @@ def decode_to_stored(
                   name, count, len(missing))
         for index, frame in video.iter_lazy_frames(path, start, stop, threads=threads):
             if index - start in missing:
-                small[index - start] = resize_frame(video.to_rgb(frame), box, config)
+                small[index - start] = store_frame(frame, box, config)
         if missing - small.keys():
             raise video.VideoError("corrupt", f"{name}: a second decode gave fewer than the first's {count} frames")
     return np.stack([small[int(i)] for i in indices]), count

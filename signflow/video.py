@@ -131,25 +131,29 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
     """Read stream metadata without decoding."""
     container = _open(path)
     try:
-        stream = container.streams.video[0]
-        codec = stream.codec_context.name if stream.codec_context else "unknown"
-        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-        fps = float(rate) if rate else 0.0
-        duration_s = 0.0
-        if stream.duration is not None and stream.time_base is not None:
-            duration_s = float(stream.duration * stream.time_base)
-        elif container.duration is not None:
-            duration_s = container.duration / av.time_base
-        num_frames = int(stream.frames or 0)
-        if num_frames == 0 and fps and duration_s:
-            num_frames = int(round(duration_s * fps))
-        width = int(stream.codec_context.width or 0)
-        height = int(stream.codec_context.height or 0)
-        if width <= 0 or height <= 0:
-            raise VideoError("corrupt", f"{Path(path).name}: video stream has no frame size")
-        return VideoInfo(width, height, fps, num_frames, duration_s, codec)
+        return _info(container, Path(path).name)
     finally:
         container.close()
+
+
+def _info(container: av.container.InputContainer, name: str) -> VideoInfo:
+    stream = container.streams.video[0]
+    codec = stream.codec_context.name if stream.codec_context else "unknown"
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    fps = float(rate) if rate else 0.0
+    duration_s = 0.0
+    if stream.duration is not None and stream.time_base is not None:
+        duration_s = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        duration_s = container.duration / av.time_base
+    num_frames = int(stream.frames or 0)
+    if num_frames == 0 and fps and duration_s:
+        num_frames = int(round(duration_s * fps))
+    width = int(stream.codec_context.width or 0)
+    height = int(stream.codec_context.height or 0)
+    if width <= 0 or height <= 0:
+        raise VideoError("corrupt", f"{name}: video stream has no frame size")
+    return VideoInfo(width, height, fps, num_frames, duration_s, codec)
 
 
 def iter_lazy_frames(
@@ -158,7 +162,7 @@ def iter_lazy_frames(
     stop: int | None = None,
     *,
     threads: int | None = None,
-    on_open: Callable[[av.video.stream.VideoStream], None] | None = None,
+    on_open: Callable[[VideoInfo], None] | None = None,
 ) -> Iterator[tuple[int, av.VideoFrame]]:
     """Yield ``(index, frame)`` for frames ``start <= index < stop`` (0-based), decoded but not converted.
 
@@ -176,8 +180,9 @@ def iter_lazy_frames(
     one per core: the lowest latency for one clip on an idle machine). Batch
     extraction with one process per core passes 1 (processes x threads = cores): extra
     threads per process only add thread start-up per clip and contend for the same cores.
-    The decoded pixels do not depend on it. ``on_open(stream)`` is called once the container is open,
-    before the first frame (e.g. to read the container's frame count without opening the file twice).
+    The decoded pixels do not depend on it. ``on_open(info)`` is called with the container's :func:`probe` once it is open,
+    before the first frame is decoded (to read the container's frame count, or to refuse an upload
+    over the limits, without opening the file twice); what it raises ends the decode.
     """
     if start < 0:
         raise ValueError(f"start must be >= 0, got {start}")
@@ -191,7 +196,7 @@ def iter_lazy_frames(
         if threads is not None:
             stream.codec_context.thread_count = max(1, int(threads))
         if on_open is not None:
-            on_open(stream)
+            on_open(_info(container, name))
         try:
             for frame in container.decode(stream):
                 index += 1
@@ -215,26 +220,111 @@ def iter_lazy_frames(
 
 
 _REFORMATTERS = threading.local()
+# Planar 8-bit 4:2:0 layouts: one chroma sample per 2x2 block of pixels, and swscale converts each
+# pixel of an even-sized frame from its own luma and its block's chroma, so a box cut from the planes
+# on even coordinates converts to exactly the pixels it has in the whole frame's conversion (tested
+# on every stored frame of both real clip sets): only the box is converted. Odd-sized frames take
+# another swscale path (chroma interpolated), so they are converted whole.
+_CROPPABLE_FORMATS = ("yuv420p", "yuvj420p")
 
 
-def to_rgb(frame: av.VideoFrame) -> np.ndarray:
-    """One decoded frame as an RGB ``uint8`` ``(H, W, 3)`` array (PyAV's own conversion, same pixels).
+def _croppable(frame: av.VideoFrame) -> bool:
+    return frame.format.name in _CROPPABLE_FORMATS and frame.width % 2 == 0 and frame.height % 2 == 0
+_FRAME_BYTES: dict[tuple[int, int, str], int] = {}
 
-    One swscale context per thread, reused across frames and clips: ``frame.to_ndarray(format=...)``
-    builds a new one per frame, which costs more than decoding a small frame (5x slower extract on
-    128x96 clips). Single-threaded swscale: its default (a thread per core, started per context)
-    costs 4-6x more than the conversion itself on WLASL-sized frames and gives the same pixels
-    (``benchmarks/bench_extract.py`` profile, docs/benchmarks.md).
+Box = tuple[int, int, int, int]
+
+
+def clip_box(box: Iterable[float] | None, width: int, height: int) -> Box | None:
+    """``box`` (x0, y0, x1, y1) as integer pixels inside a ``width`` x ``height`` frame; None = the whole frame.
+
+    Boxes are planned on the probed size: they are clipped again in case the decoded size differs,
+    and one that leaves nothing (or covers everything) means no crop.
+    """
+    if box is None:
+        return None
+    x0, y0, x1, y1 = (int(v) for v in box)
+    x0, x1 = max(0, min(x0, width - 1)), max(1, min(x1, width))
+    y0, y1 = max(0, min(y0, height - 1)), max(1, min(y1, height))
+    if x1 <= x0 or y1 <= y0 or (x0, y0, x1, y1) == (0, 0, width, height):
+        return None
+    return x0, y0, x1, y1
+
+
+def _cut_planes(frame: av.VideoFrame, box: Box) -> tuple[av.VideoFrame, int, int]:
+    """A new 4:2:0 frame holding ``box`` widened to even coordinates, and the box's offset in it."""
+    x0, y0, x1, y1 = box
+    even_x0, even_y0 = x0 - x0 % 2, y0 - y0 % 2
+    even_x1 = min(frame.width, x1 + (x1 - even_x0) % 2)
+    even_y1 = min(frame.height, y1 + (y1 - even_y0) % 2)
+    cut = av.VideoFrame(even_x1 - even_x0, even_y1 - even_y0, frame.format.name)
+    for plane, (source, target) in enumerate(zip(frame.planes, cut.planes, strict=True)):
+        shift = 0 if plane == 0 else 1
+        rows = np.frombuffer(source, np.uint8).reshape(source.height, source.line_size)
+        out = np.frombuffer(target, np.uint8).reshape(target.height, target.line_size)
+        top, left = even_y0 >> shift, even_x0 >> shift
+        out[:, : target.width] = rows[top : top + target.height, left : left + target.width]
+    cut.colorspace, cut.color_range = frame.colorspace, frame.color_range
+    return cut, x0 - even_x0, y0 - even_y0
+
+
+def to_rgb(frame: av.VideoFrame, box: Box | None = None) -> np.ndarray:
+    """One decoded frame (or its ``box``, from :func:`clip_box`) as an RGB ``uint8`` ``(H, W, 3)`` array.
+
+    PyAV's own conversion, same pixels. One swscale context per thread, reused across frames and
+    clips: ``frame.to_ndarray(format=...)`` builds a new one per frame, which costs more than
+    decoding a small frame (5x slower extract on 128x96 clips). Single-threaded swscale: its default
+    (a thread per core, started per context) costs 4-6x more than the conversion itself on
+    WLASL-sized frames and gives the same pixels (``benchmarks/bench_extract.py`` profile,
+    docs/benchmarks.md). A ``box`` of a 4:2:0 frame is cut from the planes first, so only its
+    pixels are converted (a signer's box of a 1080p frame is a fraction of it); other layouts are
+    converted whole and sliced.
     """
     reformatter = getattr(_REFORMATTERS, "reformatter", None)
     if reformatter is None:
         reformatter = _REFORMATTERS.reformatter = VideoReformatter()
-    return reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
+    if box is None:
+        return reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
+    x0, y0, x1, y1 = box
+    if not _croppable(frame):
+        return reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()[y0:y1, x0:x1]
+    cut, left, top = _cut_planes(frame, box)
+    rgb = reformatter.reformat(cut, format="rgb24", threads=1).to_ndarray()
+    return rgb[top : top + y1 - y0, left : left + x1 - x0]
+
+
+def scaled_rgb(frame: av.VideoFrame | np.ndarray, box: Box | None, width: int, height: int) -> np.ndarray:
+    """A decoded frame's ``box`` (or an RGB ``(H, W, 3)`` array's) as ``width`` x ``height`` RGB, scaled by
+    swscale's area filter (``extract.resize: swscale_area``).
+
+    From an even-sized 4:2:0 frame, one swscale pass converts and scales the planes cut to the box
+    rounded out to even coordinates (the chroma grid); other frames and arrays are converted (or
+    taken) as RGB, sliced to the box, then scaled.
+    """
+    reformatter = getattr(_REFORMATTERS, "reformatter", None)
+    if reformatter is None:
+        reformatter = _REFORMATTERS.reformatter = VideoReformatter()
+    if isinstance(frame, np.ndarray) or not _croppable(frame):
+        rgb = frame if isinstance(frame, np.ndarray) else to_rgb(frame)
+        if box is not None:
+            x0, y0, x1, y1 = box
+            rgb = rgb[y0:y1, x0:x1]
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+    elif box is not None:
+        frame = _cut_planes(frame, box)[0]
+    return reformatter.reformat(frame, width=width, height=height, format="rgb24", interpolation="AREA",
+                                threads=1).to_ndarray()
 
 
 def frame_bytes(frame: av.VideoFrame) -> int:
     """Bytes a decoded (unconverted) frame holds: what keeping it for later costs."""
-    return sum(plane.buffer_size for plane in frame.planes)
+    key = (frame.width, frame.height, frame.format.name)
+    size = _FRAME_BYTES.get(key)
+    if size is None:
+        if len(_FRAME_BYTES) > 256:  # uploads of many sizes: keep the table small
+            _FRAME_BYTES.clear()
+        size = _FRAME_BYTES[key] = sum(plane.buffer_size for plane in frame.planes)
+    return size
 
 
 def iter_frames(

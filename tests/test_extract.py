@@ -87,6 +87,25 @@ def test_output_does_not_depend_on_worker_count(raw_dir: Path, tmp_path: Path) -
     assert outputs[0] == outputs[1]
 
 
+def _files(out: Path) -> list[tuple[Path, bytes]]:
+    return sorted((p.relative_to(out), p.read_bytes()) for p in out.rglob("*") if p.is_file())
+
+
+def test_frames_cross_processes_through_the_ring_or_pickled_alike(raw_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    """Workers leave stored clips in shared memory; past RING_MAX_BYTES they are pickled: the same shards."""
+    rgb_extract.extract_features(_plans(), raw_dir, tmp_path / "ring", CFG, num_workers=2, chunk_size=2, progress=False)
+    monkeypatch.setattr(rgb_extract, "RING_MAX_BYTES", 0)
+    rgb_extract.extract_features(_plans(), raw_dir, tmp_path / "pickled", CFG, num_workers=2, chunk_size=2,
+                                 progress=False)
+    assert _files(tmp_path / "ring") == _files(tmp_path / "pickled")
+
+
+def test_keeping_freed_memory_is_set_on_glibc_and_skipped_elsewhere() -> None:
+    import platform
+
+    assert rgb_extract.keep_freed_memory() is (platform.libc_ver()[0] == "glibc")
+
+
 def test_empty_split_folder_is_still_written(raw_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "features"
     plans = [p for p in _plans() if p["split"] != "val" or p["video_id"] == "text"]

@@ -178,7 +178,7 @@ def test_one_decode_and_only_stored_frames_converted_when_the_count_is_wrong(mak
     opened, converted = [], []
     lazy, to_rgb = video.iter_lazy_frames, video.to_rgb
     monkeypatch.setattr(video, "iter_lazy_frames", lambda *a, **k: opened.append(a) or lazy(*a, **k))
-    monkeypatch.setattr(video, "to_rgb", lambda frame: converted.append(frame) or to_rgb(frame))
+    monkeypatch.setattr(video, "to_rgb", lambda frame, box=None: converted.append(frame) or to_rgb(frame, box))
     for num_frames in (None, 20, 25, 12):
         opened.clear()
         converted.clear()
