@@ -230,6 +230,8 @@ _CROPPABLE_FORMATS = ("yuv420p", "yuvj420p")
 
 def _croppable(frame: av.VideoFrame) -> bool:
     return frame.format.name in _CROPPABLE_FORMATS and frame.width % 2 == 0 and frame.height % 2 == 0
+
+
 _FRAME_BYTES: dict[tuple[int, int, str], int] = {}
 
 Box = tuple[int, int, int, int]
@@ -268,6 +270,14 @@ def _cut_planes(frame: av.VideoFrame, box: Box) -> tuple[av.VideoFrame, int, int
     return cut, x0 - even_x0, y0 - even_y0
 
 
+def _reformatter() -> VideoReformatter:
+    """This thread's swscale context holder (see :func:`to_rgb`)."""
+    reformatter = getattr(_REFORMATTERS, "reformatter", None)
+    if reformatter is None:
+        reformatter = _REFORMATTERS.reformatter = VideoReformatter()
+    return reformatter
+
+
 def to_rgb(frame: av.VideoFrame, box: Box | None = None) -> np.ndarray:
     """One decoded frame (or its ``box``, from :func:`clip_box`) as an RGB ``uint8`` ``(H, W, 3)`` array.
 
@@ -280,9 +290,7 @@ def to_rgb(frame: av.VideoFrame, box: Box | None = None) -> np.ndarray:
     pixels are converted (a signer's box of a 1080p frame is a fraction of it); other layouts are
     converted whole and sliced.
     """
-    reformatter = getattr(_REFORMATTERS, "reformatter", None)
-    if reformatter is None:
-        reformatter = _REFORMATTERS.reformatter = VideoReformatter()
+    reformatter = _reformatter()
     if box is None:
         return reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
     x0, y0, x1, y1 = box
@@ -301,9 +309,7 @@ def scaled_rgb(frame: av.VideoFrame | np.ndarray, box: Box | None, width: int, h
     rounded out to even coordinates (the chroma grid); other frames and arrays are converted (or
     taken) as RGB, sliced to the box, then scaled.
     """
-    reformatter = getattr(_REFORMATTERS, "reformatter", None)
-    if reformatter is None:
-        reformatter = _REFORMATTERS.reformatter = VideoReformatter()
+    reformatter = _reformatter()
     if isinstance(frame, np.ndarray) or not _croppable(frame):
         rgb = frame if isinstance(frame, np.ndarray) else to_rgb(frame)
         if box is not None:

@@ -74,7 +74,6 @@ class _Ring:
     """
 
     def __init__(self, slots: int, clips_per_slot: int, clip_shape: tuple[int, ...]):
-        self.slots = slots
         self.buffer = mmap.mmap(-1, slots * clips_per_slot * int(np.prod(clip_shape)))
         # Unmapped when the last view of it goes (a caller may still hold the last yielded clip).
         self.array = np.frombuffer(self.buffer, np.uint8).reshape(slots, clips_per_slot, *clip_shape)
