@@ -167,7 +167,10 @@ def decode_to_stored(
     small: dict[int, np.ndarray] = {}  # clip-relative index -> cropped and resized frame
     dropped = False
     count = 0
-    for index, frame in video.iter_lazy_frames(path, start, stop, threads=threads, on_open=on_open):
+    # The container's probe only when it is used: extract's plans carry the count already.
+    needs_probe = not num_frames or on_probe is not None
+    for index, frame in video.iter_lazy_frames(path, start, stop, threads=threads,
+                                               on_open=on_open if needs_probe else None):
         count += 1
         if max_frames is not None and count > max_frames:
             raise video.VideoError("too_large", f"{name}: more than {max_frames} frames")
