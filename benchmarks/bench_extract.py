@@ -9,13 +9,16 @@
 (c) ``ffmpeg -i clip -f null -`` on every clip, one after another; (c') the same decode in one
     process (PyAV, frames dropped); (c'') that decode with as many processes as extract uses and
     the same decoder threads per process: the decode limit at equal cores, which (b)'s
-    preparation is measured against (target: <= 1.15x).
+    preparation is measured against (target: <= 1.15x); (c''') that decode plus the work per stored
+    frame that extract cannot avoid (the box's RGB conversion and the resize of ``extract.resize``, on the
+    frames extract keeps), same processes: (b) against it is what extract's own machinery costs (the
+    hold budget, sampling, the hand-off to the parent and the shard writes).
 
 Each route runs in its own child process, so the peak RSS reported is that route's.
 "End to end" = preparation + loading every clip once (1 epoch), and preparation + ``--epochs``
 loads of every clip (default ``train.epochs`` from params.yaml: training reads each clip once per epoch).
 
-(c'') and (b) run alternately ``--repeats`` times, so both see the same load; the smallest time of
+(c''), (c''') and (b) run alternately ``--repeats`` times, so both see the same load; the smallest time of
 each is compared (and every run is kept in the JSON). The load average is recorded before and after.
 
 Run:  ``python benchmarks/bench_extract.py`` (the 199 real clips in ../shared/data/wlasl-clips
@@ -49,7 +52,8 @@ sys.path.insert(0, str(REPO_ROOT))
 
 DEFAULT_CLIPS = REPO_ROOT.parent / "shared" / "data" / "wlasl-clips"
 RESULTS = REPO_ROOT / "benchmarks" / "results" / "extract.json"
-ROUTES = ("ffmpeg", "decode_procs", "notebook", "signflow", "signflow_swscale", "fusion")
+ROUTES = ("ffmpeg", "decode_procs", "decode_store", "decode_store_swscale", "notebook", "signflow", "signflow_swscale",
+          "fusion")
 NOTEBOOK_FRAMES = range(5, 35)  # the tutorials' "frames 5..35" (Python range: 30 frames)
 VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"}
 
@@ -253,6 +257,9 @@ _DECODE_THREADS = [1]
 
 
 def _set_decode_threads(threads: int) -> None:
+    from signflow.extract.rgb import keep_freed_memory
+
+    keep_freed_memory()  # as extract's workers: the limit is measured with the allocator extract uses
     _DECODE_THREADS[0] = threads
 
 
@@ -272,6 +279,70 @@ def route_decode_procs(clip_dir: Path, workers: int) -> dict:
     pool.join()
     return {"videos": len(records), "prep_s": time.perf_counter() - began, "prep_cpu_s": _cpu_s() - cpu,
             "frames": frames, "procs": workers, "threads_per_proc": threads}
+
+
+_STORE_STATE: dict = {}
+
+
+def _init_store(threads: int, config_json: dict) -> None:
+    import cv2
+
+    from signflow.extract.rgb import keep_freed_memory
+    from signflow.feature_spec import RgbFeatureSpec
+
+    cv2.setNumThreads(1)  # as extract's workers
+    keep_freed_memory()
+    _STORE_STATE.update(threads=threads, config=RgbFeatureSpec.model_validate(config_json))
+
+
+def _decode_store_clip(task: tuple[str, int, int | None, tuple | None, int]) -> int:
+    """(c''') worker: decode every frame of one clip and make stored frames of only those extract keeps
+    (:func:`signflow.preprocess.store_frame`), chosen on the plan's count known up front; none of
+    extract's machinery (no hold budget, no shards, no hand-off to the parent)."""
+    import numpy as np
+
+    from signflow import preprocess, sampling, video
+
+    path, start, stop, box, count = task
+    config = _STORE_STATE["config"]
+    expected = (min(stop, count) if stop is not None else count) - start
+    wanted = set(sampling.uniform_indices(max(1, expected), config.stored_frames).tolist())
+    stored = [preprocess.store_frame(frame, box, config)
+              for index, frame in video.iter_lazy_frames(path, start, stop, threads=_STORE_STATE["threads"])
+              if index - start in wanted]
+    return len(np.stack(stored)) if stored else 0
+
+
+def route_decode_store(clip_dir: Path, frame_size: int, workers: int, resize: str = "opencv_area") -> dict:
+    """(c'''): (c'') plus the work per stored frame that extract cannot avoid (the box's conversion to RGB
+    and the resize of ``extract.resize``), same processes: the limit for the work extract must do."""
+    import multiprocessing
+
+    from signflow import crop, video
+    from signflow.config import load_params
+    from signflow.extract.rgb import decode_threads
+    from signflow.feature_spec import RgbFeatureSpec
+    from signflow.sources import probes
+
+    params = load_params(REPO_ROOT / "params.yaml")
+    extract = params.extract.model_copy(update={"frame_size": frame_size, "resize": resize})
+    config = RgbFeatureSpec.from_params(extract, params.crop)
+    records = _records(clip_dir)
+    video_dir = _video_dir(clip_dir)
+    recorded = {}
+    for record in records:
+        with contextlib.suppress(video.VideoError):
+            recorded[record.video_id] = probes.probe_file(video_dir / record.file)
+    tasks = [(str(video_dir / plan.file), plan.start, plan.stop, plan.box if config.use_bbox else None, plan.num_frames)
+             for _, plan, _ in crop.plan_all(records, video_dir, params.crop, recorded=recorded) if plan is not None]
+    threads = decode_threads(workers)
+    cpu, began = _cpu_s(), time.perf_counter()
+    pool = multiprocessing.get_context("fork").Pool(workers, _init_store, (threads, config.to_json()))
+    stored = sum(pool.imap(_decode_store_clip, tasks, chunksize=4))
+    pool.close()
+    pool.join()
+    return {"videos": len(records), "prep_s": time.perf_counter() - began, "prep_cpu_s": _cpu_s() - cpu,
+            "stored_frames": stored, "procs": workers, "threads_per_proc": threads}
 
 
 def _disk(path: Path) -> tuple[int, int]:
@@ -337,7 +408,7 @@ def run_clip_set(clip_dir: Path, routes: list[str], args: argparse.Namespace, wo
         if route in routes:
             one(route, 0)
     for attempt in range(args.repeats):
-        for route in ("decode_procs", "signflow", "signflow_swscale"):
+        for route in ("decode_procs", "decode_store", "signflow", "decode_store_swscale", "signflow_swscale"):
             if route in routes:
                 one(route, attempt)
     if "fusion" in routes and args.fusion_clips > 0:
@@ -378,6 +449,8 @@ def summarise(result: dict, workers: int) -> dict:
         # The same in CPU seconds of each whole route (one process vs extract's two): no credit for
         # using both cores, little sensitivity to the load, so a lower bound of the idle-machine ratio.
         out["notebook_over_signflow_1_epoch_cpu"] = round(a["cpu_s"] / min(r["cpu_s"] for r in runs["signflow"]), 3)
+    if runs.get("decode_store"):
+        out.update(_over_store(runs["decode_store"], out.get("prep_s"), out.get("prep_cpu_s")))
     if runs.get("signflow_swscale"):
         # extract.resize: swscale_area (other pixels, opt-in): the same figures under their own key.
         fast = _fastest(runs["signflow_swscale"])
@@ -390,10 +463,24 @@ def summarise(result: dict, workers: int) -> dict:
             a = runs["notebook"][0]
             entry["notebook_over_signflow_1_epoch"] = round((a["prep_s"] + a["load_s"]) / (fast["prep_s"] + fast["load_s"]), 3)
             entry["notebook_over_signflow_1_epoch_cpu"] = round(a["cpu_s"] / min(r["cpu_s"] for r in runs["signflow_swscale"]), 3)
+        if runs.get("decode_store_swscale"):
+            entry.update(_over_store(runs["decode_store_swscale"], entry["prep_s"], entry["prep_cpu_s"]))
         out["swscale_area"] = entry
     if runs.get("ffmpeg"):
         out["ffmpeg_s"] = round(runs["ffmpeg"][0]["prep_s"], 2)
         out["decode_only_1_proc_s"] = round(runs["ffmpeg"][0]["decode_s"], 2)
+    return out
+
+
+def _over_store(store_runs: list[dict], prep_s: float | None, prep_cpu_s: float | None) -> dict:
+    """(c''') figures, and (b) against them: what extract's own machinery adds to the work it must do."""
+    fastest = _fastest(store_runs)
+    out = {"decode_store_same_procs_s": round(fastest["prep_s"], 2),
+           "decode_store_same_procs_s_runs": [round(r["prep_s"], 2) for r in store_runs],
+           "decode_store_cpu_s": round(min(r["prep_cpu_s"] for r in store_runs), 2)}
+    if prep_s:
+        out["prep_over_decode_store"] = round(prep_s / out["decode_store_same_procs_s"], 3)
+        out["prep_over_decode_store_cpu"] = round(prep_cpu_s / out["decode_store_cpu_s"], 3)
     return out
 
 
@@ -411,7 +498,7 @@ def write_results(summaries: dict[str, dict], path: Path = RESULTS) -> None:
     atomic.write_json(path, existing)
 
 
-def profile(clip_dir: Path, frame_size: int, limit: int | None) -> None:
+def profile(clip_dir: Path, frame_size: int, limit: int | None, resize: str = "opencv_area") -> None:
     """(b)'s per-clip work in this process under cProfile: where the time beyond decoding goes."""
     import cProfile
     import pstats
@@ -424,7 +511,8 @@ def profile(clip_dir: Path, frame_size: int, limit: int | None) -> None:
 
     cv2.setNumThreads(1)
     params = load_params(REPO_ROOT / "params.yaml")
-    config = RgbFeatureSpec.from_params(params.extract.model_copy(update={"frame_size": frame_size}), params.crop)
+    config = RgbFeatureSpec.from_params(params.extract.model_copy(update={"frame_size": frame_size, "resize": resize}),
+                                        params.crop)
     records = _records(clip_dir)[:limit]
     video_dir = _video_dir(clip_dir)
     profiler = cProfile.Profile()
@@ -450,6 +538,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true", help=f"do not update {RESULTS.relative_to(REPO_ROOT)}")
     parser.add_argument("--profile", action="store_true", help="profile (b)'s decode on the first --clips folder")
     parser.add_argument("--profile-clips", type=int, help="clips to profile (default: all)")
+    parser.add_argument("--profile-resize", default="opencv_area", choices=("opencv_area", "swscale_area"),
+                        help="extract.resize of the profiled decode")
     parser.add_argument("--_route", help=argparse.SUPPRESS)
     parser.add_argument("--_clip-dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--_work", type=Path, help=argparse.SUPPRESS)
@@ -469,13 +559,17 @@ def main(argv: list[str] | None = None) -> int:
             result = route_fusion(args._clip_dir, args._work, args.frame_size, args.fusion_clips)
         elif args._route == "decode_procs":
             result = route_decode_procs(args._clip_dir, args.workers)
+        elif args._route == "decode_store":
+            result = route_decode_store(args._clip_dir, args.frame_size, args.workers)
+        elif args._route == "decode_store_swscale":
+            result = route_decode_store(args._clip_dir, args.frame_size, args.workers, "swscale_area")
         else:
             result = route_ffmpeg(args._clip_dir)
         print(json.dumps(result))
         return 0
 
     if args.profile:
-        profile((args.clips or [DEFAULT_CLIPS])[0], args.frame_size, args.profile_clips)
+        profile((args.clips or [DEFAULT_CLIPS])[0], args.frame_size, args.profile_clips, args.profile_resize)
         return 0
     if args.epochs is None:
         from signflow.config import load_params
@@ -509,11 +603,18 @@ def main(argv: list[str] | None = None) -> int:
                 c = _fastest(runs["decode_procs"])
                 rows.append(_row(f"(c'') decode only, {args.workers} proc x {c['threads_per_proc']} thread", label, c,
                                  ffmpeg_s, args.epochs))
+            for route, resize in (("decode_store", "opencv_area"), ("decode_store_swscale", "swscale_area")):
+                if runs.get(route):
+                    rows.append(_row(f"(c''') decode + stored frames ({resize}), {args.workers} proc", label,
+                                     _fastest(runs[route]), ffmpeg_s, args.epochs))
             if runs.get("notebook"):
                 rows.append(_row("(a) notebook: cv2 + JPEGs", label, runs["notebook"][0], ffmpeg_s, args.epochs))
-            variants = [("signflow", "opencv_area", summary.get("prep_over_decode", "-")),
-                        ("signflow_swscale", "swscale_area", summary.get("swscale_area", {}).get("prep_over_decode", "-"))]
-            for route, resize, over_decode in variants:
+            sws = summary.get("swscale_area", {})
+            variants = [("signflow", "opencv_area", summary.get("prep_over_decode", "-"),
+                         summary.get("prep_over_decode_store", "-")),
+                        ("signflow_swscale", "swscale_area", sws.get("prep_over_decode", "-"),
+                         sws.get("prep_over_decode_store", "-"))]
+            for route, resize, over_decode, over_store in variants:
                 if not runs.get(route):
                     continue
                 b = _fastest(runs[route])
@@ -526,7 +627,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"| {(a['prep_s'] + n * a['load_s']) / (b['prep_s'] + n * b['load_s']):.1f}x "
                         f"| {(b['loads'] / b['load_s']) / (a['loads'] / a['load_s']):.0f}x "
                         f"| {a['files'] / max(1, b['files']):.0f}x "
-                        f"| {over_decode}x | {b['extracted']}/{b['videos']} |"
+                        f"| {over_decode}x | {over_store}x | {b['extracted']}/{b['videos']} |"
                     )
             if runs.get("fusion"):
                 f = runs["fusion"][0]
@@ -547,8 +648,9 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(rows))
         if ratios:
             print(f"\n| clips | extract.resize | (a)/(b) end to end, 1 epoch | (a)/(b) end to end, {args.epochs} epochs "
-                  "| (b)/(a) loads/s | (a)/(b) files | (b) prep / (c'') decode only, same procs | extracted |")
-            print("|---|---|---|---|---|---|---|---|")
+                  "| (b)/(a) loads/s | (a)/(b) files | (b) prep / (c'') decode only, same procs "
+                  "| (b) prep / (c''') decode + stored frames | extracted |")
+            print("|---|---|---|---|---|---|---|---|---|")
             print("\n".join(ratios))
         if fusion:
             print("\n| clips | videos | crop fused in decode s | crop as own pass + extract s | separate / fused |")

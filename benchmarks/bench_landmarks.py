@@ -4,9 +4,9 @@
    WLASL clips in ``../shared/data/wlasl-clips`` (199; ``--limit N`` for fewer),
    with ``--workers`` processes (2 = the 2 cores of the dev machine). Prints
    frames/s, clips/s and the fraction of frames with a pose, each hand, any hand.
-   ``--clip-set wlasl100-videos --per-gloss-spread 50 --workers 1 2 --skip-accuracy --results F``
-   measures frames/s per worker and the scaling from 1 to 2 workers on a fixed subset of the
-   2038 WLASL100 clips (one clip from each of 50 glosses spread over the 100), written to ``F``;
+   ``--clip-set wlasl100-videos --per-gloss-spread 100 --workers 1 2 3 --skip-accuracy --results F``
+   measures frames/s per worker and the scaling with workers on a fixed subset of the
+   2038 WLASL100 clips (the first clip of each of the 100 glosses), written to ``F``;
    ``manifest_frames`` (the clips' own frame counts) next to ``frames`` (what MediaPipe saw)
    shows each frame went through once (wlasl-clips' manifest counts come from the container
    and are sometimes wrong, so compare on wlasl100-videos).
