@@ -139,15 +139,26 @@ def route_notebook(clip_dir: Path, work: Path, frame_size: int) -> dict:
     return {"videos": len(records), "prep_s": prep_s, "load_s": load_s, "loads": loads, "files": files, "bytes": size}
 
 
+def _recorded_probes(records: list, video_dir: Path) -> dict:
+    """Each readable video's probe, as download records it in index.json (crop then plans from these)."""
+    from signflow import video
+    from signflow.sources import probes
+
+    recorded = {}
+    for record in records:
+        with contextlib.suppress(video.VideoError):
+            recorded[record.video_id] = probes.probe_file(video_dir / record.file)
+    return recorded
+
+
 def route_signflow(clip_dir: Path, work: Path, frame_size: int, workers: int, resize: str = "opencv_area") -> dict:
     import numpy as np
 
-    from signflow import crop, sampling, video
+    from signflow import crop, sampling
     from signflow.config import load_params
     from signflow.extract import rgb as rgb_extract
     from signflow.feature_spec import RgbFeatureSpec
     from signflow.shards import ShardReader
-    from signflow.sources import probes
 
     params = load_params(REPO_ROOT / "params.yaml")
     extract = params.extract.model_copy(update={"frame_size": frame_size, "num_workers": workers, "resize": resize})
@@ -158,10 +169,7 @@ def route_signflow(clip_dir: Path, work: Path, frame_size: int, workers: int, re
     # to verify it anyway), so crop plans from the index and extract is the only reader of the videos.
     # The probes' own time is reported beside (probe_s), not counted in prep_s.
     began = time.perf_counter()
-    recorded = {}
-    for record in records:
-        with contextlib.suppress(video.VideoError):
-            recorded[record.video_id] = probes.probe_file(clip_dir / record.file)
+    recorded = _recorded_probes(records, clip_dir)
     probe_s = time.perf_counter() - began
     cpu, began = _cpu_s(), time.perf_counter()
     plans = []
@@ -281,20 +289,6 @@ def route_decode_procs(clip_dir: Path, workers: int) -> dict:
             "frames": frames, "procs": workers, "threads_per_proc": threads}
 
 
-_STORE_STATE: dict = {}
-
-
-def _init_store(threads: int, config_json: dict) -> None:
-    import cv2
-
-    from signflow.extract.rgb import keep_freed_memory
-    from signflow.feature_spec import RgbFeatureSpec
-
-    cv2.setNumThreads(1)  # as extract's workers
-    keep_freed_memory()
-    _STORE_STATE.update(threads=threads, config=RgbFeatureSpec.model_validate(config_json))
-
-
 def _decode_store_clip(task: tuple[str, int, int | None, tuple | None, int]) -> int:
     """(c''') worker: decode every frame of one clip and make stored frames of only those extract keeps
     (:func:`signflow.preprocess.store_frame`), chosen on the plan's count known up front; none of
@@ -302,13 +296,14 @@ def _decode_store_clip(task: tuple[str, int, int | None, tuple | None, int]) -> 
     import numpy as np
 
     from signflow import preprocess, sampling, video
+    from signflow.extract.rgb import _worker_state
 
     path, start, stop, box, count = task
-    config = _STORE_STATE["config"]
+    config = _worker_state["config"]
     expected = (min(stop, count) if stop is not None else count) - start
     wanted = set(sampling.uniform_indices(max(1, expected), config.stored_frames).tolist())
     stored = [preprocess.store_frame(frame, box, config)
-              for index, frame in video.iter_lazy_frames(path, start, stop, threads=_STORE_STATE["threads"])
+              for index, frame in video.iter_lazy_frames(path, start, stop, threads=_worker_state["threads"])
               if index - start in wanted]
     return len(np.stack(stored)) if stored else 0
 
@@ -318,26 +313,23 @@ def route_decode_store(clip_dir: Path, frame_size: int, workers: int, resize: st
     and the resize of ``extract.resize``), same processes: the limit for the work extract must do."""
     import multiprocessing
 
-    from signflow import crop, video
+    from signflow import crop
     from signflow.config import load_params
-    from signflow.extract.rgb import decode_threads
+    from signflow.extract.rgb import _init_worker, decode_threads
     from signflow.feature_spec import RgbFeatureSpec
-    from signflow.sources import probes
 
     params = load_params(REPO_ROOT / "params.yaml")
     extract = params.extract.model_copy(update={"frame_size": frame_size, "resize": resize})
     config = RgbFeatureSpec.from_params(extract, params.crop)
     records = _records(clip_dir)
     video_dir = _video_dir(clip_dir)
-    recorded = {}
-    for record in records:
-        with contextlib.suppress(video.VideoError):
-            recorded[record.video_id] = probes.probe_file(video_dir / record.file)
+    recorded = _recorded_probes(records, video_dir)
     tasks = [(str(video_dir / plan.file), plan.start, plan.stop, plan.box if config.use_bbox else None, plan.num_frames)
              for _, plan, _ in crop.plan_all(records, video_dir, params.crop, recorded=recorded) if plan is not None]
     threads = decode_threads(workers)
     cpu, began = _cpu_s(), time.perf_counter()
-    pool = multiprocessing.get_context("fork").Pool(workers, _init_store, (threads, config.to_json()))
+    # Extract's own worker set-up (OpenCV threads, allocator, spec, decoder threads): the same settings by construction.
+    pool = multiprocessing.get_context("fork").Pool(workers, _init_worker, (str(video_dir), config.to_json(), threads))
     stored = sum(pool.imap(_decode_store_clip, tasks, chunksize=4))
     pool.close()
     pool.join()
